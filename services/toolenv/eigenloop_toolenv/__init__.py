@@ -1,0 +1,1 @@
+"""The toolenv service: domains over gRPC (ListDomains, DescribeDomain, Session)."""

@@ -1,0 +1,5 @@
+import sys
+
+from eigenloop_toolenv.server import main
+
+sys.exit(main())

@@ -1,0 +1,211 @@
+"""What a domain is: a state model (agent DB + user state), typed tool functions, assertions and a policy.
+
+Tools are plain functions whose first parameter is the part of the state they act on (the agent DB for
+agent tools, the user's own state for user tools) and whose other parameters are typed. Their JSON
+Schemas and argument validation come from those signatures, so a tool is written once:
+
+    @tool(kind=ToolKind.WRITE)
+    def cancel_order(db: ShopDB, order_id: str, reason: Literal["mistake", "no_longer_needed"]) -> Order:
+        '''Cancel a pending order.'''
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+
+class ToolKind(str, Enum):
+    READ = "read"
+    WRITE = "write"
+    THINK = "think"
+    GENERIC = "generic"
+
+
+class Side(str, Enum):
+    AGENT = "agent"
+    USER = "user"
+
+
+class ToolError(Exception):
+    """Raised by a tool to refuse a call (unknown id, wrong status): returned to the caller as an error result."""
+
+
+class ArgumentError(ValueError):
+    """The arguments do not fit the tool's signature; the message lists every problem."""
+
+
+class _Arguments(BaseModel):
+    # Strict: "5" is not an int and unknown keys are errors, so a wrong call is reported, not guessed at.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    fn: Callable[..., Any]
+    side: Side
+    kind: ToolKind
+    description: str
+    arguments: type[BaseModel]
+
+    @property
+    def json_schema(self) -> dict[str, Any]:
+        schema = self.arguments.model_json_schema()
+        schema.pop("title", None)
+        return schema
+
+    def parse_arguments(self, arguments_json: str) -> dict[str, Any]:
+        """Validated keyword arguments from JSON text; raises ArgumentError with every problem listed."""
+        try:
+            parsed = self.arguments.model_validate_json(arguments_json or "{}")
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ArgumentError(f"invalid arguments for {self.name}: {problems}") from None
+        # Keep nested models as models: tools receive exactly the types their signature names.
+        return {name: getattr(parsed, name) for name in type(parsed).model_fields}
+
+    def __call__(self, target: BaseModel, **kwargs: Any) -> Any:
+        return self.fn(target, **kwargs)
+
+
+_TOOL_MARK = "__eigenloop_tool__"
+
+
+def tool(kind: ToolKind = ToolKind.READ, side: Side = Side.AGENT) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a function as a tool; `Domain` collects the marked functions of its tool modules."""
+
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(fn, _TOOL_MARK, (kind, side))
+        return fn
+
+    return mark
+
+
+def make_tool(fn: Callable[..., Any]) -> Tool:
+    kind, side = getattr(fn, _TOOL_MARK)
+    hints = get_type_hints(fn, include_extras=True)
+    params = list(inspect.signature(fn).parameters.values())[1:]
+    fields: dict[str, Any] = {}
+    for param in params:
+        if param.name not in hints:
+            raise TypeError(f"tool {fn.__name__}: parameter {param.name} needs a type annotation")
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (hints[param.name], default)
+    model = create_model(f"{fn.__name__}_arguments", __base__=_Arguments, **fields)
+    return Tool(
+        name=fn.__name__,
+        fn=fn,
+        side=side,
+        kind=kind,
+        description=inspect.cleandoc(fn.__doc__ or "").strip(),
+        arguments=model,
+    )
+
+
+def collect_tools(functions: Iterable[Any]) -> list[Tool]:
+    return [make_tool(fn) for fn in functions if callable(fn) and hasattr(fn, _TOOL_MARK)]
+
+
+@dataclass
+class DomainState:
+    """A domain's whole mutable world: `db` is the agent side, `user` the user's own state (dual control)."""
+
+    db: BaseModel
+    user: BaseModel | None = None
+
+    def copy(self) -> DomainState:
+        return DomainState(self.db.model_copy(deep=True), self.user.model_copy(deep=True) if self.user else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"db": self.db.model_dump(mode="json"), "user": self.user.model_dump(mode="json") if self.user else None}
+
+    def hash(self) -> str:
+        return state_hash(self.to_dict())
+
+    def patched(self, patch: dict[str, Any]) -> DomainState:
+        """A new state with a JSON merge patch (RFC 7386) applied; the result is validated by the models."""
+        unknown = set(patch) - {"db", "user"}
+        if unknown:
+            raise ValueError(f"initial state patch has unknown sections {sorted(unknown)}; use 'db' and 'user'")
+        current = self.to_dict()
+        db = type(self.db).model_validate(merge_patch(current["db"], patch.get("db", {})))
+        user = self.user
+        if "user" in patch:
+            if self.user is None:
+                raise ValueError("initial state patch sets 'user' but this domain has no user state")
+            user = type(self.user).model_validate(merge_patch(current["user"], patch["user"]))
+        return DomainState(db, user)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def state_hash(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+@dataclass(eq=False)  # identity semantics: a domain is a singleton and a cache key
+class Domain:
+    """A folder-shaped plug-in. Built-ins live in eigenloop/domains/<name>/ and expose `DOMAIN`."""
+
+    name: str
+    description: str
+    policy: str
+    make_state: Callable[[int], DomainState]
+    tools: list[Tool]
+    assertions: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tools]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"domain {self.name}: duplicate tool names {sorted(duplicates)}")
+        self._by_name = {t.name: t for t in self.tools}
+
+    def tool(self, name: str) -> Tool | None:
+        return self._by_name.get(name)
+
+    @property
+    def agent_tools(self) -> list[Tool]:
+        return [t for t in self.tools if t.side is Side.AGENT]
+
+    @property
+    def user_tools(self) -> list[Tool]:
+        return [t for t in self.tools if t.side is Side.USER]
+
+    def initial_state(self, seed: int = 0) -> DomainState:
+        return self.make_state(seed)

@@ -1,0 +1,80 @@
+"""The toy shop's state: users and their orders (agent side), and the user's own mailbox (user side)."""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+from pydantic import BaseModel
+
+OrderStatus = Literal["pending", "shipped", "delivered", "cancelled"]
+CancelReason = Literal["mistake", "no_longer_needed", "found_cheaper"]
+
+STREETS = ["Elm Street", "Oak Avenue", "Maple Road", "Pine Lane", "Cedar Drive", "Birch Way", "Lake View", "Hill Road"]
+FIRST = ["Ada", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gus", "Hana", "Ivo", "Jade", "Kai", "Lia"]
+LAST = ["Ng", "Okafor", "Silva", "Berg", "Costa", "Ito", "Haas", "Moreau", "Patel", "Quinn"]
+ITEMS = ["kettle", "lamp", "headphones", "backpack", "mug", "notebook", "charger", "blanket", "scarf", "plant pot"]
+
+
+class Order(BaseModel):
+    order_id: str
+    user_id: str
+    status: OrderStatus
+    items: list[str]
+    total_cents: int
+    cancel_reason: CancelReason | None = None
+
+
+class User(BaseModel):
+    user_id: str
+    name: str
+    address: str
+    status: Literal["active", "suspended"]
+    order_ids: list[str]
+
+
+class ShopDB(BaseModel):
+    users: dict[str, User]
+    orders: dict[str, Order]
+
+
+class Email(BaseModel):
+    subject: str
+    body: str
+
+
+class Mailbox(BaseModel):
+    """What the user can look up on their side: the confirmations the shop sent them."""
+
+    emails: list[Email] = []
+
+
+def generate_db(seed: int = 0, n_users: int = 20) -> ShopDB:
+    """A small, seeded shop: `n_users` users with 1-3 orders each, every status represented."""
+    rng = random.Random(seed)
+    users: dict[str, User] = {}
+    orders: dict[str, Order] = {}
+    statuses: list[OrderStatus] = ["pending", "shipped", "delivered", "cancelled"]
+    for u in range(n_users):
+        user_id = f"U{1001 + u}"
+        order_ids = []
+        for _ in range(rng.randint(1, 3)):
+            order_id = f"O{10001 + len(orders)}"
+            status = statuses[len(orders) % len(statuses)] if len(orders) < len(statuses) else rng.choice(statuses)
+            orders[order_id] = Order(
+                order_id=order_id,
+                user_id=user_id,
+                status=status,
+                items=rng.sample(ITEMS, rng.randint(1, 3)),
+                total_cents=rng.randint(5, 200) * 100 + rng.choice([0, 50, 99]),
+                cancel_reason="no_longer_needed" if status == "cancelled" else None,
+            )
+            order_ids.append(order_id)
+        users[user_id] = User(
+            user_id=user_id,
+            name=f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+            address=f"{rng.randint(1, 999)} {rng.choice(STREETS)}",
+            status="active" if rng.random() < 0.85 else "suspended",
+            order_ids=order_ids,
+        )
+    return ShopDB(users=users, orders=orders)

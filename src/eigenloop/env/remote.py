@@ -1,0 +1,104 @@
+"""Client side of toolenv: the same session interface as EnvSession, over one Session stream."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Sequence
+from types import TracebackType
+
+import grpc
+
+from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.contracts.v1 import toolenv_pb2 as tpb
+from eigenloop.contracts.v1 import toolenv_pb2_grpc
+from eigenloop.rpc.client import ServicePolicy, connect
+
+TOOLENV_POLICY = ServicePolicy(
+    service="eigenloop.v1.ToolEnv",
+    idempotent_methods=("ListDomains", "DescribeDomain"),
+    streaming_methods=("Session",),
+    unary_timeout_s=10.0,
+    stream_timeout_s=900.0,
+)
+
+
+class SessionClosedError(RuntimeError):
+    """The server ended the stream without answering: the episode is infrastructure-failed."""
+
+
+_CLOSE = object()
+
+
+class RemoteSession:
+    """One toolenv session; each request waits for its response, so calls see each other's effects."""
+
+    def __init__(self, stub: toolenv_pb2_grpc.ToolEnvStub, request: tpb.OpenSession, timeout_s: float) -> None:
+        self._requests: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._responses = stub.Session(iter(self._requests.get, _CLOSE), timeout=timeout_s)
+        self.opened = self._roundtrip(tpb.SessionRequest(open=request)).opened
+        self.session_id = self.opened.session_id
+
+    def _roundtrip(self, request: tpb.SessionRequest) -> tpb.SessionResponse:
+        self._requests.put(request)
+        try:
+            return next(self._responses)
+        except StopIteration:
+            raise SessionClosedError("toolenv closed the session stream without a response") from None
+
+    def call(self, call: pb.ToolCall) -> pb.ToolResult:
+        return self._roundtrip(tpb.SessionRequest(call=call)).result
+
+    def evaluate(self, messages: Sequence[pb.Message] = (), checker: pb.Checker | None = None) -> pb.Reward:
+        request = tpb.EvaluateRequest(messages=list(messages), checker=checker)
+        return self._roundtrip(tpb.SessionRequest(evaluate=request)).reward
+
+    def state(self) -> tpb.StateSnapshot:
+        return self._roundtrip(tpb.SessionRequest(get_state=tpb.GetStateRequest())).state
+
+    def close(self) -> None:
+        """Half-close the stream and wait for the server to finish it (frees the session there)."""
+        self._requests.put(_CLOSE)
+        for _ in self._responses:
+            pass
+
+    def __enter__(self) -> RemoteSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._responses.cancel()
+
+
+class ToolEnvClient:
+    """A toolenv client over every replica at `addresses` (new sessions spread round-robin)."""
+
+    def __init__(self, addresses: str | Sequence[str], *, auth_token: str | None = None,
+                 session_timeout_s: float = TOOLENV_POLICY.stream_timeout_s) -> None:
+        self.channel = connect(addresses, TOOLENV_POLICY, auth_token=auth_token)
+        self.stub = toolenv_pb2_grpc.ToolEnvStub(self.channel)
+        self.session_timeout_s = session_timeout_s
+
+    def list_domains(self) -> list[tpb.DomainSummary]:
+        return list(self.stub.ListDomains(tpb.ListDomainsRequest()).domains)
+
+    def describe(self, domain: str) -> tpb.DomainDescription:
+        return self.stub.DescribeDomain(tpb.DescribeDomainRequest(domain=domain))
+
+    def session(self, domain: str = "", *, task: pb.Task | None = None, initial_state: pb.InitialState | None = None,
+                seed: int = 0) -> RemoteSession:
+        request = tpb.OpenSession(domain=domain, task=task, initial_state=initial_state, seed=seed)
+        return RemoteSession(self.stub, request, self.session_timeout_s)
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        grpc.channel_ready_future(self.channel).result(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> ToolEnvClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

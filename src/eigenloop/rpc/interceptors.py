@@ -1,0 +1,151 @@
+"""One server interceptor for the cross-cutting parts of every RPC: auth, draining, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Gauge, Histogram
+
+# Health must answer while draining (probes read NOT_SERVING from it) and without a token (kubelet has none).
+UNGUARDED_SERVICES = frozenset({"grpc.health.v1.Health"})
+
+STARTED = Counter(
+    "eigenloop_grpc_server_started_total", "RPCs started.", ["grpc_service", "grpc_method", "grpc_type"]
+)
+HANDLED = Counter(
+    "eigenloop_grpc_server_handled_total",
+    "RPCs finished, by status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+LATENCY = Histogram(
+    "eigenloop_grpc_server_handling_seconds",
+    "Time from the start of an RPC to its status (whole stream for streaming RPCs).",
+    ["grpc_service", "grpc_method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+IN_FLIGHT = Gauge("eigenloop_grpc_server_in_flight", "RPCs (and open streams) in progress.", ["grpc_service", "grpc_method"])
+
+
+class ServerState:
+    """Draining flag and the count of in-flight RPCs the drain waits for."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    def enter(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True when every in-flight RPC finished within `timeout` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
+
+
+def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
+    return {
+        (False, False): "unary",
+        (False, True): "server_stream",
+        (True, False): "client_stream",
+        (True, True): "bidi_stream",
+    }[(handler.request_streaming, handler.response_streaming)]
+
+
+def _code_name(context: grpc.ServicerContext, default: grpc.StatusCode) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return default.name
+
+
+class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, state: ServerState, auth_token: str | None = None) -> None:
+        self.state = state
+        self.auth_token = auth_token
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        service, _, method = details.method.lstrip("/").rpartition("/")
+        guarded = service not in UNGUARDED_SERVICES
+        metadata = dict(details.invocation_metadata or ())
+        labels = (service, method)
+        interceptor = self
+
+        def admit(context: grpc.ServicerContext) -> None:
+            if guarded and interceptor.auth_token is not None:
+                sent = str(metadata.get("authorization", ""))
+                if not hmac.compare_digest(sent, f"Bearer {interceptor.auth_token}"):
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            if guarded and interceptor.state.draining:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining; retry on another replica")
+
+        class Tracked:
+            """Counts one RPC from admission to status, for metrics and for the drain."""
+
+            def __init__(self, context: grpc.ServicerContext) -> None:
+                self.context = context
+
+            def __enter__(self) -> None:
+                STARTED.labels(*labels, _rpc_type(handler)).inc()
+                IN_FLIGHT.labels(*labels).inc()
+                if guarded:
+                    interceptor.state.enter()
+                self.start = time.perf_counter()
+
+            def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+                if exc_type is GeneratorExit:
+                    code = grpc.StatusCode.CANCELLED.name
+                else:
+                    code = _code_name(self.context, grpc.StatusCode.UNKNOWN if exc_type else grpc.StatusCode.OK)
+                HANDLED.labels(*labels, code).inc()
+                LATENCY.labels(*labels).observe(time.perf_counter() - self.start)
+                IN_FLIGHT.labels(*labels).dec()
+                if guarded:
+                    interceptor.state.leave()
+
+        def wrap_unary_response(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+                with Tracked(context):
+                    admit(context)
+                    return behavior(request, context)
+
+            return wrapped
+
+        def wrap_stream_response(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Any]:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                with Tracked(context):
+                    admit(context)
+                    yield from behavior(request, context)
+
+            return wrapped
+
+        if handler.unary_unary:
+            return handler._replace(unary_unary=wrap_unary_response(handler.unary_unary))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=wrap_unary_response(handler.stream_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=wrap_stream_response(handler.unary_stream))
+        return handler._replace(stream_stream=wrap_stream_response(handler.stream_stream))
