@@ -1,7 +1,8 @@
 """What a domain is: a state model (agent DB + user state), typed tool functions, assertions and a policy.
 
 Tools are plain functions whose first parameter is the part of the state they act on (the agent DB for
-agent tools, the user's own state for user tools) and whose other parameters are typed. Their JSON
+agent tools, the user's own state for user tools; a first parameter annotated `DomainState` receives the
+whole state, for dual-control tools that read both sides) and whose other parameters are typed. Their JSON
 Schemas and argument validation come from those signatures, so a tool is written once:
 
     @tool(kind=ToolKind.WRITE)
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -74,7 +76,14 @@ class Tool:
         # Keep nested models as models: tools receive exactly the types their signature names.
         return {name: getattr(parsed, name) for name in type(parsed).model_fields}
 
-    def __call__(self, target: BaseModel, **kwargs: Any) -> Any:
+    whole_state: bool = False
+
+    def __call__(self, state: DomainState, **kwargs: Any) -> Any:
+        if self.whole_state:
+            return self.fn(state, **kwargs)
+        target = state.db if self.side is Side.AGENT else state.user
+        if target is None:
+            raise ToolError(f"{self.name} needs the user's state, which this domain does not have")
         return self.fn(target, **kwargs)
 
 
@@ -94,7 +103,10 @@ def tool(kind: ToolKind = ToolKind.READ, side: Side = Side.AGENT) -> Callable[[C
 def make_tool(fn: Callable[..., Any]) -> Tool:
     kind, side = getattr(fn, _TOOL_MARK)
     hints = get_type_hints(fn, include_extras=True)
-    params = list(inspect.signature(fn).parameters.values())[1:]
+    all_params = list(inspect.signature(fn).parameters.values())
+    if not all_params:
+        raise TypeError(f"tool {fn.__name__}: the first parameter must be the state it acts on")
+    params = all_params[1:]
     fields: dict[str, Any] = {}
     for param in params:
         if param.name not in hints:
@@ -109,6 +121,7 @@ def make_tool(fn: Callable[..., Any]) -> Tool:
         kind=kind,
         description=inspect.cleandoc(fn.__doc__ or "").strip(),
         arguments=model,
+        whole_state=hints.get(all_params[0].name) is DomainState,
     )
 
 
@@ -178,6 +191,24 @@ def state_hash(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """A goal that is possible (or deliberately not allowed) for concrete entities of a domain's state.
+
+    The generator's scenario planner draws these; `allowed` says whether the policy permits the goal for
+    these entities, so refusal tasks are sampled as deliberately as action tasks.
+    """
+
+    goal: str
+    entities: dict[str, str]
+    allowed: bool
+    policy_rule: str
+    notes: str = ""
+
+
+ScenarioSampler = Callable[[DomainState, random.Random], Scenario | None]
+
+
 @dataclass(eq=False)  # identity semantics: a domain is a singleton and a cache key
 class Domain:
     """A folder-shaped plug-in. Built-ins live in eigenloop/domains/<name>/ and expose `DOMAIN`."""
@@ -188,6 +219,16 @@ class Domain:
     make_state: Callable[[int], DomainState]
     tools: list[Tool]
     assertions: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    # Functions only a task's initial_state.actions may call (tau2's set_user_info, break_apn_settings, ...):
+    # fn(state, **arguments); never offered to the agent or the user.
+    setup_functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    # goal name -> sampler returning a Scenario for that goal (None when the state offers no candidate).
+    samplers: dict[str, ScenarioSampler] = field(default_factory=dict)
+    # Called after every successful tool call and after setup, e.g. to derive the user's device state
+    # from the agent DB in dual control (tau2's "sync").
+    sync: Callable[[DomainState], None] | None = None
+    # Builds the state from a tau2-bench data directory (db.json / db.toml, user_db.toml).
+    from_tau2: Callable[[Any], DomainState] | None = None
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tools]

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from eigenloop.checkers.evaluate import evaluate_checker
 from eigenloop.contracts.v1 import common_pb2 as pb
-from eigenloop.domains.base import ArgumentError, Domain, DomainState, Side, ToolError, ToolKind, to_jsonable
+from eigenloop.domains.base import ArgumentError, Domain, DomainState, ToolError, ToolKind, to_jsonable
 from eigenloop.protocol import side_from_pb
 
 log = logging.getLogger(__name__)
@@ -57,16 +57,15 @@ def execute(domain: Domain, state: DomainState, call: pb.ToolCall, max_arguments
         if not _is_json_object(call.arguments_json or "{}"):
             return error(pb.TOOL_ERROR_KIND_INVALID_JSON, f"arguments of {call.name} must be a JSON object, got {call.arguments_json[:80]!r}")
         return error(pb.TOOL_ERROR_KIND_INVALID_ARGUMENTS, str(exc))
-    target = state.db if tool.side is Side.AGENT else state.user
-    if target is None:
-        return error(pb.TOOL_ERROR_KIND_TOOL_FAILED, f"domain {domain.name} has no user state for {call.name}")
     try:
-        value = tool(target, **kwargs)
+        value = tool(state, **kwargs)
     except ToolError as exc:
         return error(pb.TOOL_ERROR_KIND_TOOL_FAILED, str(exc))
     except Exception as exc:  # a bug in a tool must not take the session down
         log.exception("tool raised", extra={"tool": call.name, "domain": domain.name})
         return error(pb.TOOL_ERROR_KIND_TOOL_FAILED, f"internal error in {call.name}: {type(exc).__name__}: {exc}")
+    if domain.sync is not None:
+        domain.sync(state)
     content = value if isinstance(value, str) else json.dumps(to_jsonable(value), default=str)
     return pb.ToolResult(call_id=call.id, name=call.name, content=content, error_kind=pb.TOOL_ERROR_KIND_NONE), tool.kind
 
@@ -98,9 +97,18 @@ def build_initial_state(domain: Domain, initial: pb.InitialState, seed: int = 0)
         except ValueError as exc:
             raise InitialStateError(f"initial state patch does not fit domain {domain.name}: {exc}") from None
     for action in initial.actions:
+        setup = domain.setup_functions.get(action.name)
+        if setup is not None:
+            try:
+                setup(state, **json.loads(action.arguments_json or "{}"))
+            except Exception as exc:
+                raise InitialStateError(f"setup function {action.name}({action.arguments_json}) failed: {exc}") from None
+            continue
         result, _ = execute(domain, state, action)
         if result.error:
             raise InitialStateError(f"setup action {action.name} failed: {result.content}")
+    if domain.sync is not None:
+        domain.sync(state)
     return state
 
 
