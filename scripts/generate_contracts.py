@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import shutil
+import sys
 import tempfile
 from importlib.resources import files
 from pathlib import Path

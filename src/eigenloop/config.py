@@ -32,7 +32,9 @@ class ServiceConfig(BaseSettings):
     grace_period_s: float = Field(10.0, ge=0, description="on SIGTERM, how long open streams may finish")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(True, description="JSON lines on stderr; false for human-readable lines")
-    auth_token: SecretStr | None = Field(None, description="when set, every RPC must send 'authorization: Bearer <token>'")
+    auth_token: SecretStr | None = Field(
+        None, description="when set, every RPC must send 'authorization: Bearer <token>'"
+    )
     tls_cert: Path | None = Field(None, description="server certificate (PEM); enables TLS")
     tls_key: Path | None = None
     tls_client_ca: Path | None = Field(None, description="require client certificates signed by this CA (mTLS)")
@@ -57,7 +59,9 @@ def load_config(cls: type[C], argv: Sequence[str] | None = None, *, prog: str | 
     pre.add_argument("--config", type=Path)
     known, rest = pre.parse_known_args(list(argv or []))
     file_values = read_yaml(known.config) if known.config else {}
-    return cls(_cli_parse_args=rest, _cli_prog_name=prog, **file_values)
+    # pydantic-settings reads these underscored init options; mypy does not know them as parameters.
+    cli_options: dict[str, Any] = {"_cli_parse_args": rest, "_cli_prog_name": prog}
+    return cls(**cli_options, **file_values)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

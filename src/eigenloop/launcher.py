@@ -94,11 +94,15 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child of this process still answers kill(0); reap it if it is ours.
+    # A zombie still answers kill(0): reap it if it is our child, else ask /proc (Linux) for its state.
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
         return done == 0
     except ChildProcessError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
 
 
@@ -122,11 +126,14 @@ def up(
     """Start the services, wait until every replica reports SERVING, and record them in run.json."""
     running = [r for r in read_state(run_dir) if pid_alive(r.pid)]
     if running:
-        raise LauncherError(f"services already running from {run_dir} ({', '.join(r.name for r in running)}); run `eigenloop down` first")
+        names = ", ".join(r.name for r in running)
+        raise LauncherError(f"services already running from {run_dir} ({names}); run `eigenloop down` first")
     services = installed_services()
     unknown = sorted(set(only) - set(services)) + sorted(set(replicas or {}) - set(services))
     if unknown:
-        raise LauncherError(f"unknown service(s) {', '.join(unknown)}; installed: {', '.join(sorted(services)) or 'none'}")
+        raise LauncherError(
+            f"unknown service(s) {', '.join(unknown)}; installed: {', '.join(sorted(services)) or 'none'}"
+        )
     chosen = [name for name in sorted(services) if not only or name in only]
     if not chosen:
         raise LauncherError("no services installed (pip install -e services/<name>)")
@@ -140,9 +147,20 @@ def up(
     for name in chosen:
         for index, (port, metrics_port) in enumerate(ports[name]):
             log_path = run_dir / "logs" / f"{name}-{index}.log"
-            cmd = [sys.executable, "-m", services[name], "--host", HOST, "--port", str(port),
-                   "--metrics-port", str(metrics_port), "--replica-id", f"{name}-{index}",
-                   *(extra_args or {}).get(name, [])]
+            cmd = [
+                sys.executable,
+                "-m",
+                services[name],
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(metrics_port),
+                "--replica-id",
+                f"{name}-{index}",
+                *(extra_args or {}).get(name, []),
+            ]
             with open(log_path, "ab") as log:
                 # A session of its own: Ctrl-C in the terminal that ran `up` does not reach the services.
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

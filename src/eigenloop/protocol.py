@@ -17,16 +17,18 @@ KIND_TO_PB = {
 }
 
 
-def side_from_pb(value: int) -> Side:
+def side_from_pb(value: pb.ToolSide.ValueType | int) -> Side:
     """Unspecified means the agent: that is who calls tools in every domain."""
     return Side.USER if value == pb.TOOL_SIDE_USER else Side.AGENT
 
 
-def tool_call(name: str, arguments: dict[str, Any] | None = None, *, side: Side = Side.AGENT, call_id: str = "") -> pb.ToolCall:
+def tool_call(
+    name: str, arguments: dict[str, Any] | None = None, *, side: Side = Side.AGENT, call_id: str = ""
+) -> pb.ToolCall:
     return pb.ToolCall(id=call_id, name=name, arguments_json=json.dumps(arguments or {}), side=SIDE_TO_PB[side])
 
 
-def text_message(role: int, content: str) -> pb.Message:
+def text_message(role: pb.Role.ValueType, content: str) -> pb.Message:
     return pb.Message(role=role, content=content)
 
 

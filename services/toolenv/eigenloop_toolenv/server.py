@@ -19,14 +19,16 @@ from eigenloop.contracts.v1 import toolenv_pb2_grpc
 from eigenloop.domains import UnknownDomainError, available_domains, load_domain
 from eigenloop.domains.base import Domain
 from eigenloop.env.session import MAX_ARGUMENTS_BYTES, EnvSession, InitialStateError
-from eigenloop.protocol import tool_schema
-from eigenloop.rpc.server import Registration, run_service
+from eigenloop.protocol import side_from_pb, tool_schema
+from eigenloop.rpc.server import Registration, abort, run_service
 
 log = logging.getLogger(__name__)
 
 SESSIONS_ACTIVE = Gauge("eigenloop_toolenv_sessions_active", "Open Session streams.")
 SESSIONS = Counter("eigenloop_toolenv_sessions_total", "Sessions opened.", ["domain"])
-TOOL_CALLS = Counter("eigenloop_toolenv_tool_calls_total", "Tool calls by outcome.", ["domain", "tool", "side", "outcome"])
+TOOL_CALLS = Counter(
+    "eigenloop_toolenv_tool_calls_total", "Tool calls by outcome.", ["domain", "tool", "side", "outcome"]
+)
 TOOL_SECONDS = Histogram(
     "eigenloop_toolenv_tool_seconds",
     "Time to execute one tool call.",
@@ -34,7 +36,9 @@ TOOL_SECONDS = Histogram(
     buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1),
 )
 EVALUATIONS = Counter("eigenloop_toolenv_evaluations_total", "Checker evaluations.", ["domain", "result"])
-REWARD = Histogram("eigenloop_toolenv_reward", "Rewards returned.", ["domain"], buckets=(0.0, 0.25, 0.5, 0.75, 0.99, 1.0))
+REWARD = Histogram(
+    "eigenloop_toolenv_reward", "Rewards returned.", ["domain"], buckets=(0.0, 0.25, 0.5, 0.75, 0.99, 1.0)
+)
 
 
 class ToolEnvConfig(ServiceConfig):
@@ -54,22 +58,33 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
 
     def _domain(self, name: str, context: grpc.ServicerContext) -> Domain:
         if name not in self.domain_names:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown domain {name!r}; served here: {', '.join(self.domain_names)}")
+            abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"unknown domain {name!r}; served here: {', '.join(self.domain_names)}",
+            )
         try:
             return load_domain(name)
         except UnknownDomainError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-            raise  # unreachable: abort raises
+            abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
 
     def ListDomains(self, request: tpb.ListDomainsRequest, context: grpc.ServicerContext) -> tpb.ListDomainsResponse:
         summaries = []
         for name in self.domain_names:
             d = load_domain(name)
-            summaries.append(tpb.DomainSummary(name=d.name, description=d.description,
-                                               agent_tool_count=len(d.agent_tools), user_tool_count=len(d.user_tools)))
+            summaries.append(
+                tpb.DomainSummary(
+                    name=d.name,
+                    description=d.description,
+                    agent_tool_count=len(d.agent_tools),
+                    user_tool_count=len(d.user_tools),
+                )
+            )
         return tpb.ListDomainsResponse(domains=summaries)
 
-    def DescribeDomain(self, request: tpb.DescribeDomainRequest, context: grpc.ServicerContext) -> tpb.DomainDescription:
+    def DescribeDomain(
+        self, request: tpb.DescribeDomainRequest, context: grpc.ServicerContext
+    ) -> tpb.DomainDescription:
         d = self._domain(request.domain, context)
         return tpb.DomainDescription(
             name=d.name,
@@ -81,7 +96,9 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
             initial_state_hash=d.initial_state().hash(),
         )
 
-    def Session(self, requests: Iterator[tpb.SessionRequest], context: grpc.ServicerContext) -> Iterator[tpb.SessionResponse]:
+    def Session(
+        self, requests: Iterator[tpb.SessionRequest], context: grpc.ServicerContext
+    ) -> Iterator[tpb.SessionResponse]:
         session: EnvSession | None = None
         calls = 0
         SESSIONS_ACTIVE.inc()
@@ -89,41 +106,64 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
             for request in requests:
                 kind = request.WhichOneof("request")
                 if kind is None:
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty SessionRequest: set one of open, call, evaluate, get_state")
+                    abort(
+                        context,
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "empty SessionRequest: set one of open, call, evaluate, get_state",
+                    )
                 if kind == "open":
                     if session is not None:
-                        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "this stream already has an open session; open a new stream")
+                        abort(
+                            context,
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            "this stream already has an open session; open a new stream",
+                        )
                     session = self._open(request.open, context)
                     SESSIONS.labels(session.domain.name).inc()
-                    yield tpb.SessionResponse(opened=tpb.SessionOpened(
-                        session_id=session.session_id,
-                        domain=session.domain.name,
-                        state_hash=session.state_hash(),
-                        tools=[tool_schema(t) for t in session.domain.agent_tools],
-                        user_tools=[tool_schema(t) for t in session.domain.user_tools],
-                    ))
+                    yield tpb.SessionResponse(
+                        opened=tpb.SessionOpened(
+                            session_id=session.session_id,
+                            domain=session.domain.name,
+                            state_hash=session.state_hash(),
+                            tools=[tool_schema(t) for t in session.domain.agent_tools],
+                            user_tools=[tool_schema(t) for t in session.domain.user_tools],
+                        )
+                    )
                     continue
                 if session is None:
-                    context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"'{kind}' before 'open': the first request must open the session")
+                    abort(
+                        context,
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"'{kind}' before 'open': the first request must open the session",
+                    )
                 if kind == "call":
                     calls += 1
                     if calls > self.config.max_calls_per_session:
-                        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"session exceeded {self.config.max_calls_per_session} tool calls")
+                        abort(
+                            context,
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"session exceeded {self.config.max_calls_per_session} tool calls",
+                        )
                     yield tpb.SessionResponse(result=self._call(session, request.call))
                 elif kind == "evaluate":
                     yield tpb.SessionResponse(reward=self._evaluate(session, request.evaluate))
                 else:
-                    yield tpb.SessionResponse(state=tpb.StateSnapshot(state_json=session.state_json(), state_hash=session.state_hash()))
+                    yield tpb.SessionResponse(
+                        state=tpb.StateSnapshot(state_json=session.state_json(), state_hash=session.state_hash())
+                    )
         finally:
             SESSIONS_ACTIVE.dec()
 
     def _open(self, request: tpb.OpenSession, context: grpc.ServicerContext) -> EnvSession:
         domain_name = request.domain or request.task.domain
         if request.HasField("task") and request.task.domain and request.task.domain != domain_name:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"task {request.task.id!r} belongs to domain {request.task.domain!r}, not {domain_name!r}")
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"task {request.task.id!r} belongs to domain {request.task.domain!r}, not {domain_name!r}",
+            )
         if not domain_name:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "open needs a domain (or a task with one)")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "open needs a domain (or a task with one)")
         domain = self._domain(domain_name, context)
         try:
             return EnvSession(
@@ -134,8 +174,7 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
                 max_arguments_bytes=self.config.max_arguments_bytes,
             )
         except InitialStateError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise  # unreachable: abort raises
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     def _call(self, session: EnvSession, call: pb.ToolCall) -> pb.ToolResult:
         started = time.perf_counter()
@@ -143,7 +182,7 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
         domain = session.domain.name
         TOOL_SECONDS.labels(domain).observe(time.perf_counter() - started)
         known = session.domain.tool(call.name) is not None
-        side = pb.ToolSide.Name(call.side).removeprefix("TOOL_SIDE_").lower()
+        side = side_from_pb(call.side).value
         outcome = pb.ToolErrorKind.Name(result.error_kind).removeprefix("TOOL_ERROR_KIND_").lower()
         TOOL_CALLS.labels(domain, call.name if known else "(unknown)", side, outcome).inc()
         return result
@@ -156,13 +195,17 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
         except ValueError as exc:
             EVALUATIONS.labels(domain, "checker_error").inc()
             return pb.Reward(value=0.0, checker_error=True, failure_reason=str(exc))
-        EVALUATIONS.labels(domain, "checker_error" if reward.checker_error else "pass" if reward.value == 1.0 else "fail").inc()
+        EVALUATIONS.labels(
+            domain, "checker_error" if reward.checker_error else "pass" if reward.value == 1.0 else "fail"
+        ).inc()
         REWARD.labels(domain).observe(reward.value)
         return reward
 
 
 def registrations(config: ToolEnvConfig) -> list[Registration]:
-    return [Registration("eigenloop.v1.ToolEnv", ToolEnvServicer(config), toolenv_pb2_grpc.add_ToolEnvServicer_to_server)]
+    return [
+        Registration("eigenloop.v1.ToolEnv", ToolEnvServicer(config), toolenv_pb2_grpc.add_ToolEnvServicer_to_server)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

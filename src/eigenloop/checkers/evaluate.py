@@ -26,7 +26,7 @@ MAX_DIFF_LINES = 20
 
 @dataclass(frozen=True)
 class Component:
-    component: int
+    component: pb.RewardComponent.ValueType
     value: float
     detail: str
     checked: bool = True
@@ -44,8 +44,12 @@ def evaluate_checker(
 ) -> pb.Reward:
     final = final_state.to_dict()
     final_hash = final_state.hash()
-    expected_hash, expected = _expected_state(domain, initial.SerializeToString(deterministic=True), seed,
-                                              tuple(c.SerializeToString(deterministic=True) for c in checker.gold_actions))
+    expected_hash, expected = _expected_state(
+        domain,
+        initial.SerializeToString(deterministic=True),
+        seed,
+        tuple(c.SerializeToString(deterministic=True) for c in checker.gold_actions),
+    )
     components = [_state(final, final_hash, expected, expected_hash)]
     if checker.required_actions or checker.forbidden_actions:
         components.append(_actions(checker, calls))
@@ -56,13 +60,18 @@ def evaluate_checker(
     if checker.nl_assertions:
         components.append(Component(pb.REWARD_COMPONENT_NL_ASSERTION, 0.0, "no LLM judge configured", checked=False))
     if checker.python.source:
-        components.append(Component(pb.REWARD_COMPONENT_PYTHON, 0.0, "python checkers need the sandbox runner", checked=False))
-    basis = set(checker.reward_basis) or {c.component for c in components if c.checked}
+        components.append(
+            Component(pb.REWARD_COMPONENT_PYTHON, 0.0, "python checkers need the sandbox runner", checked=False)
+        )
+    basis = set(checker.reward_basis) or {c.component for c in components}
     reward = pb.Reward(final_state_hash=final_hash, expected_state_hash=expected_hash, value=1.0)
     for c in components:
         in_basis = c.component in basis
-        reward.breakdown.append(pb.RewardBreakdownEntry(component=c.component, value=c.value, in_basis=in_basis,
-                                                         checked=c.checked, detail=c.detail))
+        reward.breakdown.append(
+            pb.RewardBreakdownEntry(
+                component=c.component, value=c.value, in_basis=in_basis, checked=c.checked, detail=c.detail
+            )
+        )
         if not in_basis:
             continue
         if not c.checked:
@@ -75,7 +84,9 @@ def evaluate_checker(
         names = ", ".join(sorted(pb.RewardComponent.Name(m) for m in missing))
         reward.value = 0.0
         reward.checker_error = True
-        reward.failure_reason = reward.failure_reason or f"reward basis names {names} but the checker has no data for it"
+        reward.failure_reason = (
+            reward.failure_reason or f"reward basis names {names} but the checker has no data for it"
+        )
     if final_hash != expected_hash:
         reward.state_diff = "\n".join(diff_states(final, expected))
     return reward
@@ -121,7 +132,9 @@ def _actions(checker: pb.Checker, calls: Sequence[pb.ToolCall]) -> Component:
     forbidden = [_describe(m) for m in checker.forbidden_actions if any(action_matches(m, c) for c in calls)]
     if not missing and not forbidden:
         return Component(pb.REWARD_COMPONENT_ACTION, 1.0, "required actions taken, no forbidden action")
-    parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"forbidden {', '.join(forbidden)}"] if forbidden else [])
+    parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+        [f"forbidden {', '.join(forbidden)}"] if forbidden else []
+    )
     return Component(pb.REWARD_COMPONENT_ACTION, 0.0, "; ".join(parts))
 
 
@@ -138,7 +151,9 @@ def _assertions(domain: Domain, assertions: Sequence[pb.StateAssertion], state: 
     for a in assertions:
         fn = domain.assertions.get(a.function)
         if fn is None:
-            return Component(pb.REWARD_COMPONENT_ASSERTION, 0.0, f"unknown assertion function {a.function!r}", checked=False)
+            return Component(
+                pb.REWARD_COMPONENT_ASSERTION, 0.0, f"unknown assertion function {a.function!r}", checked=False
+            )
         try:
             got = fn(state, **json.loads(a.arguments_json or "{}"))
             expected = json.loads(a.expected_json or "true")

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import grpc
 import typer
-from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
@@ -64,8 +63,13 @@ def describe(domain: str, address: Address = None) -> None:
     table = Table("tool", "side", "kind", "arguments", "description")
     for t in [*description.tools, *description.user_tools]:
         params = json.loads(t.parameters_json_schema).get("properties", {})
-        table.add_row(t.name, pb.ToolSide.Name(t.side)[10:].lower(), pb.ToolKind.Name(t.kind)[10:].lower(),
-                      ", ".join(params), t.description)
+        table.add_row(
+            t.name,
+            pb.ToolSide.Name(t.side)[10:].lower(),
+            pb.ToolKind.Name(t.kind)[10:].lower(),
+            ", ".join(params),
+            t.description,
+        )
     console.print(table)
     console.print(description.policy)
 
@@ -83,7 +87,9 @@ def call_tool(
     with _client(address) as client:
         try:
             with client.session(domain, seed=seed) as session:
-                result = session.call(pb.ToolCall(name=tool, arguments_json=arguments, side=tool_call(tool, side=side).side))
+                result = session.call(
+                    pb.ToolCall(name=tool, arguments_json=arguments, side=tool_call(tool, side=side).side)
+                )
         except grpc.RpcError as exc:
             raise _rpc_failed(exc) from None
     if result.error:
@@ -116,11 +122,17 @@ def episode(
                     messages = [text_message(pb.ROLE_USER, task.user.instruction)]
                     for call in task.checker.gold_actions:
                         result = session.call(call)
-                        console.print(f"[dim]{task.id}[/dim] {call.name}({call.arguments_json}) → {result.content[:100]}")
-                    messages += [text_message(pb.ROLE_ASSISTANT, f"Done: {info}.") for info in task.checker.communicate_info]
+                        console.print(
+                            f"[dim]{task.id}[/dim] {call.name}({call.arguments_json}) → {result.content[:100]}"
+                        )
+                    messages += [
+                        text_message(pb.ROLE_ASSISTANT, f"Done: {info}.") for info in task.checker.communicate_info
+                    ]
                     reward = session.evaluate(messages)
             except grpc.RpcError as exc:
                 raise _rpc_failed(exc) from None
-            breakdown = ", ".join(f"{pb.RewardComponent.Name(b.component)[17:].lower()}={b.value:g}" for b in reward.breakdown)
+            breakdown = ", ".join(
+                f"{pb.RewardComponent.Name(b.component)[17:].lower()}={b.value:g}" for b in reward.breakdown
+            )
             table.add_row(task.id, str(len(task.checker.gold_actions)), f"{reward.value:g}", breakdown)
     console.print(table)

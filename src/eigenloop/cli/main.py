@@ -87,7 +87,13 @@ def _print_status(rows: list[tuple[launcher.Replica, bool, str]]) -> None:
         table.add_column(column)
     for replica, alive, health in rows:
         color = "green" if health == "SERVING" else "red"
-        table.add_row(replica.service, str(replica.index), str(replica.pid) if alive else f"{replica.pid} (gone)",
-                      replica.address, f"http://{launcher.HOST}:{replica.metrics_port}/metrics",
-                      f"[{color}]{health}[/{color}]", replica.log)
+        table.add_row(
+            replica.service,
+            str(replica.index),
+            str(replica.pid) if alive else f"{replica.pid} (gone)",
+            replica.address,
+            f"http://{launcher.HOST}:{replica.metrics_port}/metrics",
+            f"[{color}]{health}[/{color}]",
+            replica.log,
+        )
     console.print(table)

@@ -18,20 +18,20 @@ import json
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 
-class ToolKind(str, Enum):
+class ToolKind(StrEnum):
     READ = "read"
     WRITE = "write"
     THINK = "think"
     GENERIC = "generic"
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     AGENT = "agent"
     USER = "user"
 

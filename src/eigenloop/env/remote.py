@@ -41,9 +41,10 @@ class RemoteSession:
     def _roundtrip(self, request: tpb.SessionRequest) -> tpb.SessionResponse:
         self._requests.put(request)
         try:
-            return next(self._responses)
+            response: tpb.SessionResponse = next(self._responses)
         except StopIteration:
             raise SessionClosedError("toolenv closed the session stream without a response") from None
+        return response
 
     def call(self, call: pb.ToolCall) -> pb.ToolResult:
         return self._roundtrip(tpb.SessionRequest(call=call)).result
@@ -64,7 +65,9 @@ class RemoteSession:
     def __enter__(self) -> RemoteSession:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -74,8 +77,13 @@ class RemoteSession:
 class ToolEnvClient:
     """A toolenv client over every replica at `addresses` (new sessions spread round-robin)."""
 
-    def __init__(self, addresses: str | Sequence[str], *, auth_token: str | None = None,
-                 session_timeout_s: float = TOOLENV_POLICY.stream_timeout_s) -> None:
+    def __init__(
+        self,
+        addresses: str | Sequence[str],
+        *,
+        auth_token: str | None = None,
+        session_timeout_s: float = TOOLENV_POLICY.stream_timeout_s,
+    ) -> None:
         self.channel = connect(addresses, TOOLENV_POLICY, auth_token=auth_token)
         self.stub = toolenv_pb2_grpc.ToolEnvStub(self.channel)
         self.session_timeout_s = session_timeout_s
@@ -84,10 +92,17 @@ class ToolEnvClient:
         return list(self.stub.ListDomains(tpb.ListDomainsRequest()).domains)
 
     def describe(self, domain: str) -> tpb.DomainDescription:
-        return self.stub.DescribeDomain(tpb.DescribeDomainRequest(domain=domain))
+        description: tpb.DomainDescription = self.stub.DescribeDomain(tpb.DescribeDomainRequest(domain=domain))
+        return description
 
-    def session(self, domain: str = "", *, task: pb.Task | None = None, initial_state: pb.InitialState | None = None,
-                seed: int = 0) -> RemoteSession:
+    def session(
+        self,
+        domain: str = "",
+        *,
+        task: pb.Task | None = None,
+        initial_state: pb.InitialState | None = None,
+        seed: int = 0,
+    ) -> RemoteSession:
         request = tpb.OpenSession(domain=domain, task=task, initial_state=initial_state, seed=seed)
         return RemoteSession(self.stub, request, self.session_timeout_s)
 

@@ -34,28 +34,42 @@ class ExecutedCall:
     kind: ToolKind | None
 
 
-def execute(domain: Domain, state: DomainState, call: pb.ToolCall, max_arguments_bytes: int = MAX_ARGUMENTS_BYTES) -> tuple[pb.ToolResult, ToolKind | None]:
+def execute(
+    domain: Domain, state: DomainState, call: pb.ToolCall, max_arguments_bytes: int = MAX_ARGUMENTS_BYTES
+) -> tuple[pb.ToolResult, ToolKind | None]:
     """Run one tool call against `state`. Every failure becomes an error result; nothing here raises."""
 
-    def error(kind: int, message: str) -> tuple[pb.ToolResult, ToolKind | None]:
-        result = pb.ToolResult(call_id=call.id, name=call.name, content=f"Error: {message}", error=True, error_kind=kind)
+    def error(kind: pb.ToolErrorKind.ValueType, message: str) -> tuple[pb.ToolResult, ToolKind | None]:
+        result = pb.ToolResult(
+            call_id=call.id, name=call.name, content=f"Error: {message}", error=True, error_kind=kind
+        )
         return result, tool.kind if tool else None
 
     tool = domain.tool(call.name)
     if tool is None:
         names = ", ".join(t.name for t in domain.tools)
-        return error(pb.TOOL_ERROR_KIND_UNKNOWN_TOOL, f"unknown tool {call.name!r} in domain {domain.name}; tools: {names}")
+        return error(
+            pb.TOOL_ERROR_KIND_UNKNOWN_TOOL, f"unknown tool {call.name!r} in domain {domain.name}; tools: {names}"
+        )
     side = side_from_pb(call.side)
     if side is not tool.side:
-        return error(pb.TOOL_ERROR_KIND_WRONG_SIDE, f"{call.name} is a {tool.side.value}-side tool; the {side.value} cannot call it")
+        return error(
+            pb.TOOL_ERROR_KIND_WRONG_SIDE,
+            f"{call.name} is a {tool.side.value}-side tool; the {side.value} cannot call it",
+        )
     size = len(call.arguments_json.encode())
     if size > max_arguments_bytes:
-        return error(pb.TOOL_ERROR_KIND_PAYLOAD_TOO_LARGE, f"arguments are {size} bytes; the limit is {max_arguments_bytes}")
+        return error(
+            pb.TOOL_ERROR_KIND_PAYLOAD_TOO_LARGE, f"arguments are {size} bytes; the limit is {max_arguments_bytes}"
+        )
     try:
         kwargs = tool.parse_arguments(call.arguments_json)
     except ArgumentError as exc:
         if not _is_json_object(call.arguments_json or "{}"):
-            return error(pb.TOOL_ERROR_KIND_INVALID_JSON, f"arguments of {call.name} must be a JSON object, got {call.arguments_json[:80]!r}")
+            return error(
+                pb.TOOL_ERROR_KIND_INVALID_JSON,
+                f"arguments of {call.name} must be a JSON object, got {call.arguments_json[:80]!r}",
+            )
         return error(pb.TOOL_ERROR_KIND_INVALID_ARGUMENTS, str(exc))
     try:
         value = tool(state, **kwargs)
@@ -67,7 +81,9 @@ def execute(domain: Domain, state: DomainState, call: pb.ToolCall, max_arguments
     if domain.sync is not None:
         domain.sync(state)
     content = value if isinstance(value, str) else json.dumps(to_jsonable(value), default=str)
-    return pb.ToolResult(call_id=call.id, name=call.name, content=content, error_kind=pb.TOOL_ERROR_KIND_NONE), tool.kind
+    return pb.ToolResult(
+        call_id=call.id, name=call.name, content=content, error_kind=pb.TOOL_ERROR_KIND_NONE
+    ), tool.kind
 
 
 def _is_json_object(text: str) -> bool:
@@ -102,7 +118,9 @@ def build_initial_state(domain: Domain, initial: pb.InitialState, seed: int = 0)
             try:
                 setup(state, **json.loads(action.arguments_json or "{}"))
             except Exception as exc:
-                raise InitialStateError(f"setup function {action.name}({action.arguments_json}) failed: {exc}") from None
+                raise InitialStateError(
+                    f"setup function {action.name}({action.arguments_json}) failed: {exc}"
+                ) from None
             continue
         result, _ = execute(domain, state, action)
         if result.error:
@@ -138,7 +156,9 @@ class EnvSession:
 
     def call(self, call: pb.ToolCall) -> pb.ToolResult:
         if not call.id:
-            call = pb.ToolCall(id=f"call_{len(self.log)}", name=call.name, arguments_json=call.arguments_json, side=call.side)
+            call = pb.ToolCall(
+                id=f"call_{len(self.log)}", name=call.name, arguments_json=call.arguments_json, side=call.side
+            )
         result, kind = execute(self.domain, self.state, call, self.max_arguments_bytes)
         self.log.append(ExecutedCall(call, result, kind))
         return result

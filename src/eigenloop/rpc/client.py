@@ -49,7 +49,9 @@ class ServicePolicy:
             "backoffMultiplier": self.retry.backoff_multiplier,
             "retryableStatusCodes": list(self.retry.retryable_codes),
         }
-        configs: list[dict[str, Any]] = [{"name": [{"service": self.service}], "timeout": seconds(self.unary_timeout_s)}]
+        configs: list[dict[str, Any]] = [
+            {"name": [{"service": self.service}], "timeout": seconds(self.unary_timeout_s)}
+        ]
         if self.idempotent_methods:
             configs.append(
                 {

@@ -14,9 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram
 # Health must answer while draining (probes read NOT_SERVING from it) and without a token (kubelet has none).
 UNGUARDED_SERVICES = frozenset({"grpc.health.v1.Health"})
 
-STARTED = Counter(
-    "eigenloop_grpc_server_started_total", "RPCs started.", ["grpc_service", "grpc_method", "grpc_type"]
-)
+STARTED = Counter("eigenloop_grpc_server_started_total", "RPCs started.", ["grpc_service", "grpc_method", "grpc_type"])
 HANDLED = Counter(
     "eigenloop_grpc_server_handled_total",
     "RPCs finished, by status code.",
@@ -28,7 +26,9 @@ LATENCY = Histogram(
     ["grpc_service", "grpc_method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-IN_FLIGHT = Gauge("eigenloop_grpc_server_in_flight", "RPCs (and open streams) in progress.", ["grpc_service", "grpc_method"])
+IN_FLIGHT = Gauge(
+    "eigenloop_grpc_server_in_flight", "RPCs (and open streams) in progress.", ["grpc_service", "grpc_method"]
+)
 
 
 class ServerState:
@@ -71,8 +71,8 @@ def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
 def _code_name(context: grpc.ServicerContext, default: grpc.StatusCode) -> str:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
-        return code.name
-    return default.name
+        return str(code.name)
+    return str(default.name)
 
 
 class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -116,10 +116,13 @@ class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 self.start = time.perf_counter()
 
             def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-                if exc_type is GeneratorExit:
-                    code = grpc.StatusCode.CANCELLED.name
+                if exc_type is None:
+                    default = grpc.StatusCode.OK
+                elif exc_type is GeneratorExit or not self.context.is_active():
+                    default = grpc.StatusCode.CANCELLED  # the client went away mid-stream
                 else:
-                    code = _code_name(self.context, grpc.StatusCode.UNKNOWN if exc_type else grpc.StatusCode.OK)
+                    default = grpc.StatusCode.UNKNOWN
+                code = _code_name(self.context, default)
                 HANDLED.labels(*labels, code).inc()
                 LATENCY.labels(*labels).observe(time.perf_counter() - self.start)
                 IN_FLIGHT.labels(*labels).dec()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,7 +31,9 @@ from eigenloop.rpc.interceptors import RuntimeInterceptor, ServerState
 log = logging.getLogger(__name__)
 C = TypeVar("C", bound=ServiceConfig)
 
-SERVICE_UP = Gauge("eigenloop_service_info", "Constant 1, labelled with the service and replica.", ["service", "replica"])
+SERVICE_UP = Gauge(
+    "eigenloop_service_info", "Constant 1, labelled with the service and replica.", ["service", "replica"]
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,12 @@ class Registration:
     service_name: str
     servicer: object
     add_to_server: Callable[[Any, grpc.Server], None]
+
+
+def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End the RPC with `code` and a human message (grpc's own abort raises; this tells the type checker)."""
+    context.abort(code, message)
+    raise AssertionError("unreachable: ServicerContext.abort raises")
 
 
 def server_options(config: ServiceConfig) -> list[tuple[str, Any]]:
@@ -102,7 +110,12 @@ class ServiceRuntime:
         SERVICE_UP.labels(self.name, self.replica_id).set(1)
         log.info(
             "serving",
-            extra={"grpc_port": self.port, "metrics_port": self.metrics_port, "services": names, "host": self.config.host},
+            extra={
+                "grpc_port": self.port,
+                "metrics_port": self.metrics_port,
+                "services": names,
+                "host": self.config.host,
+            },
         )
 
     def _credentials(self) -> grpc.ServerCredentials | None:

@@ -37,8 +37,10 @@ def sample_tasks(seed: int = 0) -> list[pb.Task]:
                 known_info=f"order id {pending}",
             ),
             checker=pb.Checker(
-                gold_actions=[tool_call("get_order", {"order_id": pending}),
-                              tool_call("cancel_order", {"order_id": pending, "reason": "mistake"})],
+                gold_actions=[
+                    tool_call("get_order", {"order_id": pending}),
+                    tool_call("cancel_order", {"order_id": pending, "reason": "mistake"}),
+                ],
                 reward_basis=[pb.REWARD_COMPONENT_STATE],
             ),
             provenance=source,
@@ -54,8 +56,9 @@ def sample_tasks(seed: int = 0) -> list[pb.Task]:
             initial_state=pb.InitialState(data_patch_json=_mailbox_patch(db, shipped)),
             checker=pb.Checker(
                 gold_actions=[tool_call("read_emails", side=Side.USER), tool_call("get_order", {"order_id": shipped})],
-                required_actions=[pb.ActionMatch(call=tool_call("get_order", {"order_id": shipped}),
-                                                 match=pb.ARGUMENT_MATCH_ALL)],
+                required_actions=[
+                    pb.ActionMatch(call=tool_call("get_order", {"order_id": shipped}), match=pb.ARGUMENT_MATCH_ALL)
+                ],
                 forbidden_actions=[pb.ActionMatch(call=tool_call("cancel_order"), match=pb.ARGUMENT_MATCH_NAME_ONLY)],
                 communicate_info=["shipped"],
                 reward_basis=[pb.REWARD_COMPONENT_STATE, pb.REWARD_COMPONENT_ACTION, pb.REWARD_COMPONENT_COMMUNICATE],
@@ -68,11 +71,17 @@ def sample_tasks(seed: int = 0) -> list[pb.Task]:
             description="Copy a free-text address exactly.",
             user=pb.UserScenario(instruction=f"You are user {mover} and moved to {new_address}; update your address."),
             checker=pb.Checker(
-                gold_actions=[tool_call("get_user", {"user_id": mover}),
-                              tool_call("update_address", {"user_id": mover, "address": new_address})],
-                assertions=[pb.StateAssertion(function="assert_address",
-                                              arguments_json=json.dumps({"user_id": mover, "address": new_address}),
-                                              expected_json="true")],
+                gold_actions=[
+                    tool_call("get_user", {"user_id": mover}),
+                    tool_call("update_address", {"user_id": mover, "address": new_address}),
+                ],
+                assertions=[
+                    pb.StateAssertion(
+                        function="assert_address",
+                        arguments_json=json.dumps({"user_id": mover, "address": new_address}),
+                        expected_json="true",
+                    )
+                ],
                 reward_basis=[pb.REWARD_COMPONENT_STATE, pb.REWARD_COMPONENT_ASSERTION],
             ),
             provenance=source,
@@ -84,8 +93,13 @@ def sample_tasks(seed: int = 0) -> list[pb.Task]:
             user=pb.UserScenario(instruction=f"You want to know the status of order {delivered}."),
             checker=pb.Checker(
                 gold_actions=[tool_call("get_order", {"order_id": delivered})],
-                required_actions=[pb.ActionMatch(call=tool_call("get_order", {"order_id": delivered}),
-                                                 match=pb.ARGUMENT_MATCH_LISTED, compare_args=["order_id"])],
+                required_actions=[
+                    pb.ActionMatch(
+                        call=tool_call("get_order", {"order_id": delivered}),
+                        match=pb.ARGUMENT_MATCH_LISTED,
+                        compare_args=["order_id"],
+                    )
+                ],
                 communicate_info=["delivered"],
                 reward_basis=[pb.REWARD_COMPONENT_STATE, pb.REWARD_COMPONENT_ACTION, pb.REWARD_COMPONENT_COMMUNICATE],
             ),

@@ -1,0 +1,3 @@
+from eigenloop.cli.main import app
+
+app(prog_name="eigenloop")
