@@ -26,8 +26,10 @@ class ServiceConfig(BaseSettings):
     host: str = Field("127.0.0.1", description="address the gRPC server binds")
     port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 picks a free one")
-    workers: int = Field(64, ge=1, description="threads serving RPCs; each open stream holds one")
-    max_concurrent_rpcs: int = Field(256, ge=1, description="beyond this, RPCs fail with RESOURCE_EXHAUSTED")
+    workers: int = Field(256, ge=1, description="threads serving RPCs; each open stream holds one")
+    max_concurrent_rpcs: int | None = Field(
+        None, ge=1, description="beyond this, RPCs fail with RESOURCE_EXHAUSTED at once; default: workers"
+    )
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest message sent or received")
     grace_period_s: float = Field(10.0, ge=0, description="on SIGTERM, how long open streams may finish")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

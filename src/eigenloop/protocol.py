@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import cache
 from typing import Any
 
 from eigenloop.contracts.v1 import common_pb2 as pb
@@ -49,7 +50,9 @@ def arguments_of(call: pb.ToolCall) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+@cache
 def tool_schema(tool: Tool) -> pb.ToolSchema:
+    """The contract form of a tool (cached: tools are immutable and schemas are sent with every session)."""
     return pb.ToolSchema(
         name=tool.name,
         description=tool.description,

@@ -83,7 +83,7 @@ def test_shared_token_is_required_except_for_health() -> None:
             wrong.list_domains()
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with ToolEnvClient(service.address, auth_token="s3cret") as ok:
-            assert [d.name for d in ok.list_domains()] == ["toy"]
+            assert "toy" in [d.name for d in ok.list_domains()]
             with ok.session("toy") as session:
                 assert not session.call(tool_call("get_order", {"order_id": "O10001"})).error
 

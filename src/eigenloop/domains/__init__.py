@@ -8,7 +8,12 @@ from importlib.metadata import entry_points
 
 from eigenloop.domains.base import Domain
 
-BUILTIN = {"toy": "eigenloop.domains.toy"}
+BUILTIN = {
+    "airline": "eigenloop.domains.airline",
+    "retail": "eigenloop.domains.retail",
+    "telecom": "eigenloop.domains.telecom",
+    "toy": "eigenloop.domains.toy",
+}
 ENTRY_POINT_GROUP = "eigenloop.domains"
 
 

@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -58,7 +59,7 @@ class Tool:
     description: str
     arguments: type[BaseModel]
 
-    @property
+    @cached_property
     def json_schema(self) -> dict[str, Any]:
         schema = self.arguments.model_json_schema()
         schema.pop("title", None)
@@ -78,7 +79,7 @@ class Tool:
 
     whole_state: bool = False
 
-    def __call__(self, state: DomainState, **kwargs: Any) -> Any:
+    def __call__(self, state: DomainState, /, **kwargs: Any) -> Any:
         if self.whole_state:
             return self.fn(state, **kwargs)
         target = state.db if self.side is Side.AGENT else state.user

@@ -49,6 +49,22 @@ class RemoteSession:
     def call(self, call: pb.ToolCall) -> pb.ToolResult:
         return self._roundtrip(tpb.SessionRequest(call=call)).result
 
+    def call_many(self, calls: Sequence[pb.ToolCall]) -> list[pb.ToolResult]:
+        """Send several calls without waiting in between (e.g. one turn's parallel tool calls); results in order.
+
+        The stream answers requests in order, so pipelining saves a round trip per call; the calls still
+        execute one after another and see each other's effects, exactly as with `call`.
+        """
+        for call in calls:
+            self._requests.put(tpb.SessionRequest(call=call))
+        results = []
+        for _ in calls:
+            try:
+                results.append(next(self._responses).result)
+            except StopIteration:
+                raise SessionClosedError("toolenv closed the session stream mid-batch") from None
+        return results
+
     def evaluate(self, messages: Sequence[pb.Message] = (), checker: pb.Checker | None = None) -> pb.Reward:
         request = tpb.EvaluateRequest(messages=list(messages), checker=checker)
         return self._roundtrip(tpb.SessionRequest(evaluate=request)).reward

@@ -130,6 +130,11 @@ def build_initial_state(domain: Domain, initial: pb.InitialState, seed: int = 0)
     return state
 
 
+@lru_cache(maxsize=1024)
+def _initial_hash(domain: Domain, initial: bytes, seed: int) -> str:
+    return build_initial_state(domain, pb.InitialState.FromString(initial), seed).hash()
+
+
 class EnvSession:
     """An isolated environment for one episode; `call` and `evaluate` are what the Session stream carries."""
 
@@ -182,4 +187,6 @@ class EnvSession:
         return json.dumps(self.state.to_dict(), sort_keys=True)
 
     def state_hash(self) -> str:
+        if not self.log:  # untouched: the hash of this task's start, computed once per task
+            return _initial_hash(self.domain, self.initial.SerializeToString(deterministic=True), self.seed)
         return self.state.hash()

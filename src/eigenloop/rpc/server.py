@@ -78,7 +78,8 @@ class ServiceRuntime:
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=f"{name}-rpc"),
             interceptors=[RuntimeInterceptor(self.state, token)],
             options=server_options(config),
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            # An RPC beyond the worker count would wait for a free thread with no bound: refuse it instead.
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs or config.workers,
         )
         self.port = 0
         self.metrics_port = 0
