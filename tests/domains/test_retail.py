@@ -32,25 +32,50 @@ RED, BLUE, GREEN = "2000000001", "2000000002", "2000000003"  # lamp variants; gr
 SMALL, LARGE = "2000000011", "2000000012"  # mug variants
 ADA, BEN = "ada_ng_1001", "ben_ito_1002"
 CARD, PAYPAL, GIFT, GIFT_LOW, BEN_GIFT = (
-    "credit_card_1111111", "paypal_2222222", "gift_card_3333333", "gift_card_5555555", "gift_card_4444444"
+    "credit_card_1111111",
+    "paypal_2222222",
+    "gift_card_3333333",
+    "gift_card_5555555",
+    "gift_card_4444444",
 )
 PENDING, DELIVERED, PROCESSED, CANCELLED, PENDING_GIFT, BEN_PENDING = (
-    "#W0000001", "#W0000002", "#W0000003", "#W0000004", "#W0000005", "#W0000006"
+    "#W0000001",
+    "#W0000002",
+    "#W0000003",
+    "#W0000004",
+    "#W0000005",
+    "#W0000006",
 )
 PRICES = {RED: 10.1, BLUE: 12.3, GREEN: 9.0, SMALL: 5.0, LARGE: 7.25}
-OPTIONS = {RED: {"color": "red"}, BLUE: {"color": "blue"}, GREEN: {"color": "green"}, SMALL: {"size": "small"},
-           LARGE: {"size": "large"}}
+OPTIONS = {
+    RED: {"color": "red"},
+    BLUE: {"color": "blue"},
+    GREEN: {"color": "green"},
+    SMALL: {"size": "small"},
+    LARGE: {"size": "large"},
+}
 
 
 def _address(zip_code: str) -> dict[str, str]:
-    return {"address1": "1 Main St", "address2": "Apt 2", "city": "Springfield", "country": "USA", "state": "IL",
-            "zip": zip_code}
+    return {
+        "address1": "1 Main St",
+        "address2": "Apt 2",
+        "city": "Springfield",
+        "country": "USA",
+        "state": "IL",
+        "zip": zip_code,
+    }
 
 
 def _item(item_id: str) -> dict[str, Any]:
     product_id, name = (LAMP, "Lamp") if item_id in (RED, BLUE, GREEN) else (MUG, "Mug")
-    return {"name": name, "product_id": product_id, "item_id": item_id, "price": PRICES[item_id],
-            "options": OPTIONS[item_id]}
+    return {
+        "name": name,
+        "product_id": product_id,
+        "item_id": item_id,
+        "price": PRICES[item_id],
+        "options": OPTIONS[item_id],
+    }
 
 
 def _order(order_id: str, user_id: str, status: str, item_ids: list[str], payer: str) -> dict[str, Any]:
@@ -59,32 +84,57 @@ def _order(order_id: str, user_id: str, status: str, item_ids: list[str], payer:
     if status == "cancelled":
         history.append({"transaction_type": "refund", "amount": total, "payment_method_id": payer})
     fulfillments = [] if status == "pending" else [{"tracking_id": ["123456789012"], "item_ids": item_ids}]
-    return {"order_id": order_id, "user_id": user_id, "address": _address("10001"),
-            "items": [_item(i) for i in item_ids], "status": status, "fulfillments": fulfillments,
-            "payment_history": history}
+    return {
+        "order_id": order_id,
+        "user_id": user_id,
+        "address": _address("10001"),
+        "items": [_item(i) for i in item_ids],
+        "status": status,
+        "fulfillments": fulfillments,
+        "payment_history": history,
+    }
 
 
 TINY: dict[str, Any] = {
     "products": {
-        LAMP: {"name": "Lamp", "product_id": LAMP, "variants": {
-            i: {"item_id": i, "options": OPTIONS[i], "available": i != GREEN, "price": PRICES[i]}
-            for i in (RED, BLUE, GREEN)}},
-        MUG: {"name": "Mug", "product_id": MUG, "variants": {
-            i: {"item_id": i, "options": OPTIONS[i], "available": True, "price": PRICES[i]} for i in (SMALL, LARGE)}},
+        LAMP: {
+            "name": "Lamp",
+            "product_id": LAMP,
+            "variants": {
+                i: {"item_id": i, "options": OPTIONS[i], "available": i != GREEN, "price": PRICES[i]}
+                for i in (RED, BLUE, GREEN)
+            },
+        },
+        MUG: {
+            "name": "Mug",
+            "product_id": MUG,
+            "variants": {
+                i: {"item_id": i, "options": OPTIONS[i], "available": True, "price": PRICES[i]} for i in (SMALL, LARGE)
+            },
+        },
     },
     "users": {
-        ADA: {"user_id": ADA, "name": {"first_name": "Ada", "last_name": "Ng"}, "address": _address("10001"),
-              "email": "Ada.Ng@example.com",
-              "payment_methods": {
-                  CARD: {"source": "credit_card", "id": CARD, "brand": "visa", "last_four": "4242"},
-                  PAYPAL: {"source": "paypal", "id": PAYPAL},
-                  GIFT: {"source": "gift_card", "id": GIFT, "balance": 20.0},
-                  GIFT_LOW: {"source": "gift_card", "id": GIFT_LOW, "balance": 1.0}},
-              "orders": [PENDING, DELIVERED, PROCESSED, CANCELLED, PENDING_GIFT]},
-        BEN: {"user_id": BEN, "name": {"first_name": "Ben", "last_name": "Ito"}, "address": _address("20002"),
-              "email": "ben.ito@example.com",
-              "payment_methods": {BEN_GIFT: {"source": "gift_card", "id": BEN_GIFT, "balance": 100.0}},
-              "orders": [BEN_PENDING]},
+        ADA: {
+            "user_id": ADA,
+            "name": {"first_name": "Ada", "last_name": "Ng"},
+            "address": _address("10001"),
+            "email": "Ada.Ng@example.com",
+            "payment_methods": {
+                CARD: {"source": "credit_card", "id": CARD, "brand": "visa", "last_four": "4242"},
+                PAYPAL: {"source": "paypal", "id": PAYPAL},
+                GIFT: {"source": "gift_card", "id": GIFT, "balance": 20.0},
+                GIFT_LOW: {"source": "gift_card", "id": GIFT_LOW, "balance": 1.0},
+            },
+            "orders": [PENDING, DELIVERED, PROCESSED, CANCELLED, PENDING_GIFT],
+        },
+        BEN: {
+            "user_id": BEN,
+            "name": {"first_name": "Ben", "last_name": "Ito"},
+            "address": _address("20002"),
+            "email": "ben.ito@example.com",
+            "payment_methods": {BEN_GIFT: {"source": "gift_card", "id": BEN_GIFT, "balance": 100.0}},
+            "orders": [BEN_PENDING],
+        },
     },
     "orders": {
         PENDING: _order(PENDING, ADA, "pending", [RED, SMALL, BLUE], CARD),
@@ -142,17 +192,36 @@ def history(state: DomainState, order_id: str) -> list[tuple[str, float, str]]:
 
 
 def address_args(zip_code: str) -> dict[str, str]:
-    return {"address1": "9 New Rd", "address2": "", "city": "Lakeside", "state": "WA", "country": "USA",
-            "zip": zip_code}
+    return {
+        "address1": "9 New Rd",
+        "address2": "",
+        "city": "Lakeside",
+        "state": "WA",
+        "country": "USA",
+        "zip": zip_code,
+    }
 
 
 # --------------------------------------------------------------------------------------------------- the domain
 
-WRITES = {"cancel_pending_order", "modify_pending_order_address", "modify_pending_order_payment",
-          "modify_pending_order_items", "exchange_delivered_order_items", "return_delivered_order_items",
-          "modify_user_address"}
-READS = {"find_user_id_by_email", "find_user_id_by_name_zip", "get_user_details", "get_order_details",
-         "get_product_details", "get_item_details", "list_all_product_types"}
+WRITES = {
+    "cancel_pending_order",
+    "modify_pending_order_address",
+    "modify_pending_order_payment",
+    "modify_pending_order_items",
+    "exchange_delivered_order_items",
+    "return_delivered_order_items",
+    "modify_user_address",
+}
+READS = {
+    "find_user_id_by_email",
+    "find_user_id_by_name_zip",
+    "get_user_details",
+    "get_order_details",
+    "get_product_details",
+    "get_item_details",
+    "list_all_product_types",
+}
 GENERIC = {"calculate", "transfer_to_human_agents"}
 
 
@@ -174,7 +243,14 @@ def test_schemas_use_tau2_argument_names() -> None:
     schema = DOMAIN.tool("modify_pending_order_address").json_schema  # type: ignore[union-attr]
     assert list(schema["properties"]) == ["order_id", "address1", "address2", "city", "state", "country", "zip"]
     assert DOMAIN.tool("modify_user_address").json_schema["required"] == [  # type: ignore[union-attr]
-        "user_id", "address1", "address2", "city", "state", "country", "zip"]
+        "user_id",
+        "address1",
+        "address2",
+        "city",
+        "state",
+        "country",
+        "zip",
+    ]
     reason = DOMAIN.tool("cancel_pending_order").json_schema["properties"]["reason"]  # type: ignore[union-attr]
     assert reason["enum"] == ["no longer needed", "ordered by mistake"]
     items = DOMAIN.tool("modify_pending_order_items").json_schema["properties"]  # type: ignore[union-attr]
@@ -214,9 +290,16 @@ def test_list_all_product_types_is_a_sorted_json_string() -> None:
     assert content == json.dumps({"Lamp": LAMP, "Mug": MUG}, sort_keys=True)
 
 
-@pytest.mark.parametrize(("expression", "value"), [
-    ("2 * (3.5 + 1)", "9.0"), ("1 + 2", "3"), ("10 / 3", "3.33"), ("-(4 - 6) * .5", "1.0"), ("1000 - 981.57", "18.43"),
-])
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("2 * (3.5 + 1)", "9.0"),
+        ("1 + 2", "3"),
+        ("10 / 3", "3.33"),
+        ("-(4 - 6) * .5", "1.0"),
+        ("1000 - 981.57", "18.43"),
+    ],
+)
 def test_calculate(expression: str, value: str) -> None:
     assert run(tiny(), "calculate", expression=expression).content == value
 
@@ -266,16 +349,33 @@ def test_cancel_refusals() -> None:
     state = tiny()
     refused(state, "cancel_pending_order", "Order not found", order_id="#W9999999", reason="no longer needed")
     for order_id in (DELIVERED, PROCESSED, CANCELLED):
-        refused(state, "cancel_pending_order", "Non-pending order cannot be cancelled", order_id=order_id,
-                reason="no longer needed")
+        refused(
+            state,
+            "cancel_pending_order",
+            "Non-pending order cannot be cancelled",
+            order_id=order_id,
+            reason="no longer needed",
+        )
     # the status is checked before the reason, as in tau2
-    refused(state, "cancel_pending_order", "Non-pending order cannot be cancelled", order_id=DELIVERED,
-            reason="too slow")
+    refused(
+        state, "cancel_pending_order", "Non-pending order cannot be cancelled", order_id=DELIVERED, reason="too slow"
+    )
     refused(state, "cancel_pending_order", "Invalid reason", order_id=PENDING, reason="found it cheaper")
-    ok(state, "modify_pending_order_items", order_id=PENDING, item_ids=[RED], new_item_ids=[BLUE],
-       payment_method_id=CARD)
-    refused(state, "cancel_pending_order", "Non-pending order cannot be cancelled", order_id=PENDING,
-            reason="no longer needed")
+    ok(
+        state,
+        "modify_pending_order_items",
+        order_id=PENDING,
+        item_ids=[RED],
+        new_item_ids=[BLUE],
+        payment_method_id=CARD,
+    )
+    refused(
+        state,
+        "cancel_pending_order",
+        "Non-pending order cannot be cancelled",
+        order_id=PENDING,
+        reason="no longer needed",
+    )
 
 
 # ------------------------------------------------------------------------------------------------ modify address
@@ -286,11 +386,22 @@ def test_modify_pending_order_address() -> None:
     order = ok(state, "modify_pending_order_address", order_id=PENDING, **address_args("98001"))
     assert order["address"] == {**address_args("98001"), "country": "USA"}
     assert db_of(state).users[ADA].address.zip == "10001"  # the user's default address is not changed
-    ok(state, "modify_pending_order_items", order_id=PENDING_GIFT, item_ids=[SMALL], new_item_ids=[LARGE],
-       payment_method_id=CARD)
+    ok(
+        state,
+        "modify_pending_order_items",
+        order_id=PENDING_GIFT,
+        item_ids=[SMALL],
+        new_item_ids=[LARGE],
+        payment_method_id=CARD,
+    )
     ok(state, "modify_pending_order_address", order_id=PENDING_GIFT, **address_args("98002"))  # 'pending (...)'
-    refused(state, "modify_pending_order_address", "Non-pending order cannot be modified", order_id=DELIVERED,
-            **address_args("98003"))
+    refused(
+        state,
+        "modify_pending_order_address",
+        "Non-pending order cannot be modified",
+        order_id=DELIVERED,
+        **address_args("98003"),
+    )
     refused(state, "modify_pending_order_address", "Order not found", order_id="#W1", **address_args("98003"))
 
 
@@ -324,21 +435,53 @@ def test_modify_payment_to_a_gift_card_debits_it() -> None:
 
 def test_modify_payment_refusals() -> None:
     state = tiny()
-    refused(state, "modify_pending_order_payment", "Non-pending order cannot be modified", order_id=PROCESSED,
-            payment_method_id=CARD)
-    refused(state, "modify_pending_order_payment", "Payment method not found", order_id=PENDING,
-            payment_method_id=BEN_GIFT)
-    refused(state, "modify_pending_order_payment", "The new payment method should be different from the current one",
-            order_id=PENDING, payment_method_id=CARD)
-    refused(state, "modify_pending_order_payment", "Insufficient gift card balance to pay for the order",
-            order_id=PENDING, payment_method_id=GIFT)  # 27.4 > 20.0
+    refused(
+        state,
+        "modify_pending_order_payment",
+        "Non-pending order cannot be modified",
+        order_id=PROCESSED,
+        payment_method_id=CARD,
+    )
+    refused(
+        state, "modify_pending_order_payment", "Payment method not found", order_id=PENDING, payment_method_id=BEN_GIFT
+    )
+    refused(
+        state,
+        "modify_pending_order_payment",
+        "The new payment method should be different from the current one",
+        order_id=PENDING,
+        payment_method_id=CARD,
+    )
+    refused(
+        state,
+        "modify_pending_order_payment",
+        "Insufficient gift card balance to pay for the order",
+        order_id=PENDING,
+        payment_method_id=GIFT,
+    )  # 27.4 > 20.0
     ok(state, "modify_pending_order_payment", order_id=PENDING, payment_method_id=PAYPAL)
-    refused(state, "modify_pending_order_payment", "There should be exactly one payment for a pending order",
-            order_id=PENDING, payment_method_id=CARD)
-    ok(state, "modify_pending_order_items", order_id=PENDING_GIFT, item_ids=[SMALL], new_item_ids=[LARGE],
-       payment_method_id=GIFT)
-    refused(state, "modify_pending_order_payment", "There should be exactly one payment for a pending order",
-            order_id=PENDING_GIFT, payment_method_id=CARD)  # 'pending (item modified)' passes the status check
+    refused(
+        state,
+        "modify_pending_order_payment",
+        "There should be exactly one payment for a pending order",
+        order_id=PENDING,
+        payment_method_id=CARD,
+    )
+    ok(
+        state,
+        "modify_pending_order_items",
+        order_id=PENDING_GIFT,
+        item_ids=[SMALL],
+        new_item_ids=[LARGE],
+        payment_method_id=GIFT,
+    )
+    refused(
+        state,
+        "modify_pending_order_payment",
+        "There should be exactly one payment for a pending order",
+        order_id=PENDING_GIFT,
+        payment_method_id=CARD,
+    )  # 'pending (item modified)' passes the status check
 
 
 # -------------------------------------------------------------------------------------------------- modify items
@@ -346,26 +489,47 @@ def test_modify_payment_refusals() -> None:
 
 def test_modify_items_charges_the_unrounded_difference() -> None:
     state = tiny()
-    order = ok(state, "modify_pending_order_items", order_id=PENDING, item_ids=[RED], new_item_ids=[BLUE],
-               payment_method_id=PAYPAL)
+    order = ok(
+        state,
+        "modify_pending_order_items",
+        order_id=PENDING,
+        item_ids=[RED],
+        new_item_ids=[BLUE],
+        payment_method_id=PAYPAL,
+    )
     diff = 12.3 - 10.1
     assert diff != 2.2  # float noise is kept, as tau2 does
     assert history(state, PENDING)[-1] == ("payment", diff, PAYPAL)
     assert order["status"] == "pending (item modified)"
     assert [i["item_id"] for i in order["items"]] == [BLUE, SMALL, BLUE]
     assert order["items"][0] == _item(BLUE)
-    refused(state, "modify_pending_order_items", "Non-pending order cannot be modified", order_id=PENDING,
-            item_ids=[SMALL], new_item_ids=[LARGE], payment_method_id=PAYPAL)  # only once per order
+    refused(
+        state,
+        "modify_pending_order_items",
+        "Non-pending order cannot be modified",
+        order_id=PENDING,
+        item_ids=[SMALL],
+        new_item_ids=[LARGE],
+        payment_method_id=PAYPAL,
+    )  # only once per order
 
 
 def test_modify_items_gives_every_item_the_last_pairs_price_and_options() -> None:
     state = tiny()
-    ok(state, "modify_pending_order_items", order_id=PENDING, item_ids=[RED, SMALL], new_item_ids=[BLUE, LARGE],
-       payment_method_id=GIFT)
+    ok(
+        state,
+        "modify_pending_order_items",
+        order_id=PENDING,
+        item_ids=[RED, SMALL],
+        new_item_ids=[BLUE, LARGE],
+        payment_method_id=GIFT,
+    )
     items = db_of(state).orders[PENDING].items
     # tau2 quirk: ids are per pair, price and options come from the last pair's variant
     assert [(i.item_id, i.price, i.options) for i in items[:2]] == [
-        (BLUE, 7.25, {"size": "large"}), (LARGE, 7.25, {"size": "large"})]
+        (BLUE, 7.25, {"size": "large"}),
+        (LARGE, 7.25, {"size": "large"}),
+    ]
     assert (items[0].name, items[0].product_id) == ("Lamp", LAMP)
     diff = 0.0 + (12.3 - 10.1) + (7.25 - 5.0)
     assert history(state, PENDING)[-1] == ("payment", diff, GIFT)
@@ -374,12 +538,17 @@ def test_modify_items_gives_every_item_the_last_pairs_price_and_options() -> Non
 
 def test_modify_items_negative_and_empty_differences_are_refunds() -> None:
     state = tiny()
-    ok(state, "modify_pending_order_items", order_id=PENDING, item_ids=[BLUE], new_item_ids=[RED],
-       payment_method_id=GIFT_LOW)  # a refund passes any gift card balance
+    ok(
+        state,
+        "modify_pending_order_items",
+        order_id=PENDING,
+        item_ids=[BLUE],
+        new_item_ids=[RED],
+        payment_method_id=GIFT_LOW,
+    )  # a refund passes any gift card balance
     assert history(state, PENDING)[-1] == ("refund", 12.3 - 10.1, GIFT_LOW)
     assert balance(state, ADA, GIFT_LOW) == round(1.0 + 12.3 - 10.1, 2)
-    ok(state, "modify_pending_order_items", order_id=PENDING_GIFT, item_ids=[], new_item_ids=[],
-       payment_method_id=CARD)
+    ok(state, "modify_pending_order_items", order_id=PENDING_GIFT, item_ids=[], new_item_ids=[], payment_method_id=CARD)
     assert history(state, PENDING_GIFT)[-1] == ("refund", 0.0, CARD)
     assert db_of(state).orders[PENDING_GIFT].status == "pending (item modified)"
 
@@ -387,19 +556,36 @@ def test_modify_items_negative_and_empty_differences_are_refunds() -> None:
 def test_modify_items_with_a_repeated_item() -> None:
     state = tiny()
     db_of(state).orders[PENDING].items[1] = db_of(state).orders[PENDING].items[0].model_copy()  # RED, RED, BLUE
-    ok(state, "modify_pending_order_items", order_id=PENDING, item_ids=[RED, RED], new_item_ids=[BLUE, BLUE],
-       payment_method_id=CARD)
+    ok(
+        state,
+        "modify_pending_order_items",
+        order_id=PENDING,
+        item_ids=[RED, RED],
+        new_item_ids=[BLUE, BLUE],
+        payment_method_id=CARD,
+    )
     assert [i.item_id for i in db_of(state).orders[PENDING].items] == [BLUE, BLUE, BLUE]
 
 
 def test_modify_items_refusals() -> None:
     state = tiny()
 
-    def modify(message: str, order_id: str = PENDING, item_ids: list[str] | None = None,
-               new_item_ids: list[str] | None = None, method: str = CARD) -> None:
-        refused(state, "modify_pending_order_items", message, order_id=order_id,
-                item_ids=[RED] if item_ids is None else item_ids,
-                new_item_ids=[BLUE] if new_item_ids is None else new_item_ids, payment_method_id=method)
+    def modify(
+        message: str,
+        order_id: str = PENDING,
+        item_ids: list[str] | None = None,
+        new_item_ids: list[str] | None = None,
+        method: str = CARD,
+    ) -> None:
+        refused(
+            state,
+            "modify_pending_order_items",
+            message,
+            order_id=order_id,
+            item_ids=[RED] if item_ids is None else item_ids,
+            new_item_ids=[BLUE] if new_item_ids is None else new_item_ids,
+            payment_method_id=method,
+        )
 
     modify("Order not found", order_id="#W0")
     modify("Non-pending order cannot be modified", order_id=DELIVERED)
@@ -410,8 +596,12 @@ def test_modify_items_refusals() -> None:
     modify("Variant not found", new_item_ids=[LARGE])  # a mug is not a lamp
     modify(f"New item {GREEN} not found or available", new_item_ids=[GREEN])
     modify("Payment method not found", method=BEN_GIFT)
-    modify("Insufficient gift card balance to pay for the new item", item_ids=[SMALL], new_item_ids=[LARGE],
-           method=GIFT_LOW)
+    modify(
+        "Insufficient gift card balance to pay for the new item",
+        item_ids=[SMALL],
+        new_item_ids=[LARGE],
+        method=GIFT_LOW,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ exchange
@@ -420,8 +610,14 @@ def test_modify_items_refusals() -> None:
 def test_exchange_records_a_request_only() -> None:
     state = tiny()
     before = db_of(state).orders[DELIVERED].model_copy(deep=True)
-    order = ok(state, "exchange_delivered_order_items", order_id=DELIVERED, item_ids=[SMALL, RED],
-               new_item_ids=[LARGE, BLUE], payment_method_id=PAYPAL)
+    order = ok(
+        state,
+        "exchange_delivered_order_items",
+        order_id=DELIVERED,
+        item_ids=[SMALL, RED],
+        new_item_ids=[LARGE, BLUE],
+        payment_method_id=PAYPAL,
+    )
     assert order["status"] == "exchange requested"
     assert order["exchange_items"] == sorted([SMALL, RED]) and order["exchange_new_items"] == sorted([LARGE, BLUE])
     assert order["exchange_payment_method_id"] == PAYPAL
@@ -429,25 +625,48 @@ def test_exchange_records_a_request_only() -> None:
     after = db_of(state).orders[DELIVERED]
     assert after.items == before.items and after.payment_history == before.payment_history
     assert balance(state, ADA, GIFT) == 20.0
-    refused(state, "return_delivered_order_items", "Non-delivered order cannot be returned", order_id=DELIVERED,
-            item_ids=[RED], payment_method_id=GIFT)
+    refused(
+        state,
+        "return_delivered_order_items",
+        "Non-delivered order cannot be returned",
+        order_id=DELIVERED,
+        item_ids=[RED],
+        payment_method_id=GIFT,
+    )
 
 
 def test_exchange_to_the_same_item_is_allowed() -> None:
     state = tiny()
-    order = ok(state, "exchange_delivered_order_items", order_id=DELIVERED, item_ids=[RED, RED],
-               new_item_ids=[RED, BLUE], payment_method_id=PAYPAL)
+    order = ok(
+        state,
+        "exchange_delivered_order_items",
+        order_id=DELIVERED,
+        item_ids=[RED, RED],
+        new_item_ids=[RED, BLUE],
+        payment_method_id=PAYPAL,
+    )
     assert order["exchange_price_difference"] == 2.2  # rounded, unlike modify
 
 
 def test_exchange_refusals() -> None:
     state = tiny()
 
-    def exchange(message: str, order_id: str = DELIVERED, item_ids: list[str] | None = None,
-                 new_item_ids: list[str] | None = None, method: str = CARD) -> None:
-        refused(state, "exchange_delivered_order_items", message, order_id=order_id,
-                item_ids=[RED] if item_ids is None else item_ids,
-                new_item_ids=[BLUE] if new_item_ids is None else new_item_ids, payment_method_id=method)
+    def exchange(
+        message: str,
+        order_id: str = DELIVERED,
+        item_ids: list[str] | None = None,
+        new_item_ids: list[str] | None = None,
+        method: str = CARD,
+    ) -> None:
+        refused(
+            state,
+            "exchange_delivered_order_items",
+            message,
+            order_id=order_id,
+            item_ids=[RED] if item_ids is None else item_ids,
+            new_item_ids=[BLUE] if new_item_ids is None else new_item_ids,
+            payment_method_id=method,
+        )
 
     exchange("Order not found", order_id="#W0")
     exchange("Non-delivered order cannot be exchanged", order_id=PENDING)
@@ -456,8 +675,12 @@ def test_exchange_refusals() -> None:
     exchange("Variant not found", new_item_ids=[SMALL])
     exchange(f"New item {GREEN} not found or available", new_item_ids=[GREEN])
     exchange("Payment method not found", method=BEN_GIFT)
-    exchange("Insufficient gift card balance to pay for the price difference", item_ids=[SMALL],
-             new_item_ids=[LARGE], method=GIFT_LOW)
+    exchange(
+        "Insufficient gift card balance to pay for the price difference",
+        item_ids=[SMALL],
+        new_item_ids=[LARGE],
+        method=GIFT_LOW,
+    )
 
 
 # -------------------------------------------------------------------------------------------------------- return
@@ -465,13 +688,19 @@ def test_exchange_refusals() -> None:
 
 def test_return_records_a_request_only() -> None:
     state = tiny()
-    order = ok(state, "return_delivered_order_items", order_id=DELIVERED, item_ids=[SMALL, RED],
-               payment_method_id=GIFT)
+    order = ok(state, "return_delivered_order_items", order_id=DELIVERED, item_ids=[SMALL, RED], payment_method_id=GIFT)
     assert order["status"] == "return requested" and order["return_items"] == [RED, SMALL]
     assert order["return_payment_method_id"] == GIFT
     assert len(order["payment_history"]) == 1 and balance(state, ADA, GIFT) == 20.0
-    refused(state, "exchange_delivered_order_items", "Non-delivered order cannot be exchanged", order_id=DELIVERED,
-            item_ids=[RED], new_item_ids=[BLUE], payment_method_id=GIFT)
+    refused(
+        state,
+        "exchange_delivered_order_items",
+        "Non-delivered order cannot be exchanged",
+        order_id=DELIVERED,
+        item_ids=[RED],
+        new_item_ids=[BLUE],
+        payment_method_id=GIFT,
+    )
 
 
 def test_return_to_another_gift_card_or_with_no_items() -> None:
@@ -482,18 +711,49 @@ def test_return_to_another_gift_card_or_with_no_items() -> None:
 
 def test_return_refusals() -> None:
     state = tiny()
-    refused(state, "return_delivered_order_items", "Order not found", order_id="#W0", item_ids=[RED],
-            payment_method_id=GIFT)
-    refused(state, "return_delivered_order_items", "Non-delivered order cannot be returned", order_id=PROCESSED,
-            item_ids=[LARGE], payment_method_id=PAYPAL)
-    refused(state, "return_delivered_order_items", "Payment method not found", order_id=DELIVERED, item_ids=[RED],
-            payment_method_id=BEN_GIFT)
-    refused(state, "return_delivered_order_items", "Payment method should be the original payment method",
-            order_id=DELIVERED, item_ids=[RED], payment_method_id=CARD)
-    refused(state, "return_delivered_order_items", "Some item not found", order_id=DELIVERED,
-            item_ids=[RED, RED, RED], payment_method_id=GIFT)
-    refused(state, "return_delivered_order_items", "Some item not found", order_id=DELIVERED, item_ids=[BLUE],
-            payment_method_id=GIFT)
+    refused(
+        state, "return_delivered_order_items", "Order not found", order_id="#W0", item_ids=[RED], payment_method_id=GIFT
+    )
+    refused(
+        state,
+        "return_delivered_order_items",
+        "Non-delivered order cannot be returned",
+        order_id=PROCESSED,
+        item_ids=[LARGE],
+        payment_method_id=PAYPAL,
+    )
+    refused(
+        state,
+        "return_delivered_order_items",
+        "Payment method not found",
+        order_id=DELIVERED,
+        item_ids=[RED],
+        payment_method_id=BEN_GIFT,
+    )
+    refused(
+        state,
+        "return_delivered_order_items",
+        "Payment method should be the original payment method",
+        order_id=DELIVERED,
+        item_ids=[RED],
+        payment_method_id=CARD,
+    )
+    refused(
+        state,
+        "return_delivered_order_items",
+        "Some item not found",
+        order_id=DELIVERED,
+        item_ids=[RED, RED, RED],
+        payment_method_id=GIFT,
+    )
+    refused(
+        state,
+        "return_delivered_order_items",
+        "Some item not found",
+        order_id=DELIVERED,
+        item_ids=[BLUE],
+        payment_method_id=GIFT,
+    )
 
 
 # ------------------------------------------------------------------------- property tests: no change on failure
@@ -512,10 +772,18 @@ VALID_ARGUMENTS: dict[str, dict[str, Any]] = {
     "cancel_pending_order": {"order_id": PENDING, "reason": "no longer needed"},
     "modify_pending_order_address": {"order_id": PENDING, **address_args("1")},
     "modify_pending_order_payment": {"order_id": PENDING, "payment_method_id": PAYPAL},
-    "modify_pending_order_items": {"order_id": PENDING, "item_ids": [RED], "new_item_ids": [BLUE],
-                                   "payment_method_id": CARD},
-    "exchange_delivered_order_items": {"order_id": DELIVERED, "item_ids": [RED], "new_item_ids": [BLUE],
-                                       "payment_method_id": CARD},
+    "modify_pending_order_items": {
+        "order_id": PENDING,
+        "item_ids": [RED],
+        "new_item_ids": [BLUE],
+        "payment_method_id": CARD,
+    },
+    "exchange_delivered_order_items": {
+        "order_id": DELIVERED,
+        "item_ids": [RED],
+        "new_item_ids": [BLUE],
+        "payment_method_id": CARD,
+    },
     "return_delivered_order_items": {"order_id": DELIVERED, "item_ids": [RED], "payment_method_id": GIFT},
     "modify_user_address": {"user_id": BEN, **address_args("1")},
 }
@@ -554,9 +822,14 @@ def malformed_calls(draw: st.DrawFn) -> pb.ToolCall:
     if how == "wrong_type" and arguments:
         key = draw(st.sampled_from(sorted(arguments)))
         expected_list = isinstance(arguments[key], list)
-        arguments[key] = draw(json_values.filter(
-            lambda v: not (isinstance(v, str) and not expected_list)
-            and not (isinstance(v, list) and expected_list and all(isinstance(x, str) for x in v))))
+        arguments[key] = draw(
+            json_values.filter(
+                lambda v: (
+                    not (isinstance(v, str) and not expected_list)
+                    and not (isinstance(v, list) and expected_list and all(isinstance(x, str) for x in v))
+                )
+            )
+        )
     elif how == "missing" and arguments:
         del arguments[draw(st.sampled_from(sorted(arguments)))]
     else:
@@ -630,11 +903,16 @@ class _CopyingDict(dict[str, Any]):
         return copy.deepcopy(super().get(key, default))
 
 
-@pytest.mark.parametrize("delivered_action", [
-    ("exchange_delivered_order_items", {"order_id": DELIVERED, "item_ids": [RED], "new_item_ids": [BLUE],
-                                        "payment_method_id": GIFT}),
-    ("return_delivered_order_items", {"order_id": DELIVERED, "item_ids": [RED], "payment_method_id": GIFT}),
-])
+@pytest.mark.parametrize(
+    "delivered_action",
+    [
+        (
+            "exchange_delivered_order_items",
+            {"order_id": DELIVERED, "item_ids": [RED], "new_item_ids": [BLUE], "payment_method_id": GIFT},
+        ),
+        ("return_delivered_order_items", {"order_id": DELIVERED, "item_ids": [RED], "payment_method_id": GIFT}),
+    ],
+)
 def test_writes_reach_entities_by_item_access_only(delivered_action: tuple[str, dict[str, Any]]) -> None:
     plain, guarded = tiny(), tiny()
     db = db_of(guarded)
@@ -642,8 +920,10 @@ def test_writes_reach_entities_by_item_access_only(delivered_action: tuple[str, 
     script: list[tuple[str, dict[str, Any]]] = [
         ("modify_pending_order_payment", {"order_id": PENDING_GIFT, "payment_method_id": PAYPAL}),
         ("cancel_pending_order", {"order_id": PENDING_GIFT, "reason": "no longer needed"}),
-        ("modify_pending_order_items", {"order_id": PENDING, "item_ids": [RED, SMALL], "new_item_ids": [BLUE, LARGE],
-                                        "payment_method_id": GIFT}),
+        (
+            "modify_pending_order_items",
+            {"order_id": PENDING, "item_ids": [RED, SMALL], "new_item_ids": [BLUE, LARGE], "payment_method_id": GIFT},
+        ),
         ("modify_pending_order_address", {"order_id": PENDING, **address_args("5")}),
         delivered_action,
         ("modify_user_address", {"user_id": BEN, **address_args("6")}),
@@ -701,8 +981,11 @@ def test_generated_store_looks_like_tau2s(seed: int) -> None:
         assert 1 <= len(order.items) <= 5
         for item in order.items:
             variant = db.products[item.product_id].variants[item.item_id]
-            assert (item.price, item.options, item.name) == (variant.price, variant.options,
-                                                              db.products[item.product_id].name)
+            assert (item.price, item.options, item.name) == (
+                variant.price,
+                variant.options,
+                db.products[item.product_id].name,
+            )
         assert order.payment_history[0].amount == round(sum(i.price for i in order.items), 2)
         assert order.payment_history[0].payment_method_id in db.users[order.user_id].payment_methods
         assert (order.fulfillments == []) == (order.status == "pending")
@@ -715,11 +998,14 @@ def test_generated_store_looks_like_tau2s(seed: int) -> None:
 # goal -> the tool that would carry it out (None: nothing to write); the tool must agree with `allowed` except
 # where only the policy forbids it (the tool does not check the user or the reason's source).
 GOAL_TOOLS = {
-    "cancel_pending_order": "cancel_pending_order", "cancel_non_pending_order": "cancel_pending_order",
+    "cancel_pending_order": "cancel_pending_order",
+    "cancel_non_pending_order": "cancel_pending_order",
     "cancel_with_invalid_reason": "cancel_pending_order",
-    "modify_pending_items": "modify_pending_order_items", "modify_non_pending_items": "modify_pending_order_items",
+    "modify_pending_items": "modify_pending_order_items",
+    "modify_non_pending_items": "modify_pending_order_items",
     "modify_items_to_unavailable": "modify_pending_order_items",
-    "modify_address": "modify_pending_order_address", "modify_address_non_pending": "modify_pending_order_address",
+    "modify_address": "modify_pending_order_address",
+    "modify_address_non_pending": "modify_pending_order_address",
     "change_payment": "modify_pending_order_payment",
     "change_payment_insufficient_gift_card": "modify_pending_order_payment",
     "return_delivered_items": "return_delivered_order_items",
@@ -730,7 +1016,8 @@ GOAL_TOOLS = {
     "exchange_to_unavailable_item": "exchange_delivered_order_items",
     "exchange_to_other_product": "exchange_delivered_order_items",
     "modify_user_address": "modify_user_address",
-    "order_status": None, "act_on_other_users_order": None,
+    "order_status": None,
+    "act_on_other_users_order": None,
 }
 
 
@@ -744,18 +1031,34 @@ def _arguments_for(tool_name: str, e: dict[str, str]) -> dict[str, Any]:
     if tool_name == "modify_pending_order_payment":
         return {"order_id": e["order_id"], "payment_method_id": e["payment_method_id"]}
     if tool_name == "return_delivered_order_items":
-        return {"order_id": e["order_id"], "item_ids": e["item_ids"].split(","),
-                "payment_method_id": e["payment_method_id"]}
-    return {"order_id": e["order_id"], "item_ids": [e["item_id"]], "new_item_ids": [e["new_item_id"]],
-            "payment_method_id": e["payment_method_id"]}
+        return {
+            "order_id": e["order_id"],
+            "item_ids": e["item_ids"].split(","),
+            "payment_method_id": e["payment_method_id"],
+        }
+    return {
+        "order_id": e["order_id"],
+        "item_ids": [e["item_id"]],
+        "new_item_ids": [e["new_item_id"]],
+        "payment_method_id": e["payment_method_id"],
+    }
 
 
 def test_samplers_cover_allowed_and_refused_goals() -> None:
     assert set(DOMAIN.samplers) == set(GOAL_TOOLS)
-    allowed = {g for g in GOAL_TOOLS if not any(w in g for w in ("non_", "invalid", "insufficient", "unavailable",
-                                                                 "other_"))}
-    assert {"cancel_pending_order", "modify_pending_items", "modify_address", "return_delivered_items",
-            "exchange_delivered_items", "change_payment", "order_status", "modify_user_address"} == allowed
+    allowed = {
+        g for g in GOAL_TOOLS if not any(w in g for w in ("non_", "invalid", "insufficient", "unavailable", "other_"))
+    }
+    assert {
+        "cancel_pending_order",
+        "modify_pending_items",
+        "modify_address",
+        "return_delivered_items",
+        "exchange_delivered_items",
+        "change_payment",
+        "order_status",
+        "modify_user_address",
+    } == allowed
 
 
 @pytest.mark.parametrize("seed", [0, 3])
@@ -769,9 +1072,19 @@ def test_samplers_return_valid_scenarios(seed: int) -> None:
             assert scenario is not None, goal
             assert scenario.goal == goal and scenario.policy_rule
             e = scenario.entities
-            assert scenario.allowed is (goal in {"cancel_pending_order", "modify_pending_items", "modify_address",
-                                                 "return_delivered_items", "exchange_delivered_items",
-                                                 "change_payment", "order_status", "modify_user_address"}), goal
+            assert scenario.allowed is (
+                goal
+                in {
+                    "cancel_pending_order",
+                    "modify_pending_items",
+                    "modify_address",
+                    "return_delivered_items",
+                    "exchange_delivered_items",
+                    "change_payment",
+                    "order_status",
+                    "modify_user_address",
+                }
+            ), goal
             user = db.users[e["user_id"]]
             if "order_id" in e:
                 order = db.orders[e["order_id"]]

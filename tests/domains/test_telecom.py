@@ -38,22 +38,53 @@ TAU2_DIR = Path(__file__).resolve().parents[3] / "shared" / "tau2" / "data" / "t
 TAU2_MISSING = f"tau2 telecom data not found at {TAU2_DIR}"
 
 AGENT_TOOL_KINDS = {
-    "get_customer_by_phone": ToolKind.READ, "get_customer_by_id": ToolKind.READ,
-    "get_customer_by_name": ToolKind.READ, "get_details_by_id": ToolKind.READ,
-    "get_bills_for_customer": ToolKind.READ, "get_data_usage": ToolKind.READ, "suspend_line": ToolKind.WRITE,
-    "resume_line": ToolKind.WRITE, "send_payment_request": ToolKind.WRITE, "enable_roaming": ToolKind.WRITE,
-    "disable_roaming": ToolKind.WRITE, "refuel_data": ToolKind.WRITE, "transfer_to_human_agents": ToolKind.GENERIC,
+    "get_customer_by_phone": ToolKind.READ,
+    "get_customer_by_id": ToolKind.READ,
+    "get_customer_by_name": ToolKind.READ,
+    "get_details_by_id": ToolKind.READ,
+    "get_bills_for_customer": ToolKind.READ,
+    "get_data_usage": ToolKind.READ,
+    "suspend_line": ToolKind.WRITE,
+    "resume_line": ToolKind.WRITE,
+    "send_payment_request": ToolKind.WRITE,
+    "enable_roaming": ToolKind.WRITE,
+    "disable_roaming": ToolKind.WRITE,
+    "refuel_data": ToolKind.WRITE,
+    "transfer_to_human_agents": ToolKind.GENERIC,
 }
 USER_READ = {
-    "check_status_bar", "check_network_status", "check_network_mode_preference", "run_speed_test", "check_sim_status",
-    "check_data_restriction_status", "check_apn_settings", "check_wifi_status", "check_wifi_calling_status",
-    "check_vpn_status", "check_installed_apps", "check_app_status", "check_app_permissions", "can_send_mms",
+    "check_status_bar",
+    "check_network_status",
+    "check_network_mode_preference",
+    "run_speed_test",
+    "check_sim_status",
+    "check_data_restriction_status",
+    "check_apn_settings",
+    "check_wifi_status",
+    "check_wifi_calling_status",
+    "check_vpn_status",
+    "check_installed_apps",
+    "check_app_status",
+    "check_app_permissions",
+    "can_send_mms",
     "check_payment_request",
 }
 USER_WRITE = {
-    "toggle_airplane_mode", "set_network_mode_preference", "reseat_sim_card", "toggle_data", "toggle_roaming",
-    "toggle_data_saver_mode", "set_apn_settings", "reset_apn_settings", "toggle_wifi", "toggle_wifi_calling",
-    "connect_vpn", "disconnect_vpn", "grant_app_permission", "reboot_device", "make_payment",
+    "toggle_airplane_mode",
+    "set_network_mode_preference",
+    "reseat_sim_card",
+    "toggle_data",
+    "toggle_roaming",
+    "toggle_data_saver_mode",
+    "set_apn_settings",
+    "reset_apn_settings",
+    "toggle_wifi",
+    "toggle_wifi_calling",
+    "connect_vpn",
+    "disconnect_vpn",
+    "grant_app_permission",
+    "reboot_device",
+    "make_payment",
 }
 
 # ------------------------------------------------------------------------------------------- a tiny carrier
@@ -65,40 +96,109 @@ ISSUED, DRAFT, BO_BILL = "B1", "B2", "B3"
 
 
 def _tiny_state() -> DomainState:
-    plans = [Plan(plan_id="P1", name="Small", data_limit_gb=5.0, price_per_month=40.0, data_refueling_price_per_gb=5.0),
-             Plan(plan_id="P2", name="Big", data_limit_gb=20.0, price_per_month=70.0, data_refueling_price_per_gb=2.0)]
+    plans = [
+        Plan(plan_id="P1", name="Small", data_limit_gb=5.0, price_per_month=40.0, data_refueling_price_per_gb=5.0),
+        Plan(plan_id="P2", name="Big", data_limit_gb=20.0, price_per_month=70.0, data_refueling_price_per_gb=2.0),
+    ]
     address = Address(street="1 Main St", city="Springfield", state="IL", zip_code="62701")
     customers = [
-        Customer(customer_id=ANA, full_name="Ana Lima", date_of_birth=date(1990, 5, 1), email="ana@example.com",
-                 phone_number=ANA_CONTACT, address=address, account_status="Active", line_ids=[ANA_LINE, ANA_LINE2],
-                 bill_ids=[ISSUED, DRAFT], created_at=datetime(2024, 1, 1, 10)),
-        Customer(customer_id=BO, full_name="Bo Berg", date_of_birth=date(1980, 1, 2), email="bo@example.com",
-                 phone_number="555-000-0098", address=address, account_status="Active", line_ids=[BO_LINE],
-                 bill_ids=[BO_BILL], created_at=datetime(2024, 2, 1, 10)),
+        Customer(
+            customer_id=ANA,
+            full_name="Ana Lima",
+            date_of_birth=date(1990, 5, 1),
+            email="ana@example.com",
+            phone_number=ANA_CONTACT,
+            address=address,
+            account_status="Active",
+            line_ids=[ANA_LINE, ANA_LINE2],
+            bill_ids=[ISSUED, DRAFT],
+            created_at=datetime(2024, 1, 1, 10),
+        ),
+        Customer(
+            customer_id=BO,
+            full_name="Bo Berg",
+            date_of_birth=date(1980, 1, 2),
+            email="bo@example.com",
+            phone_number="555-000-0098",
+            address=address,
+            account_status="Active",
+            line_ids=[BO_LINE],
+            bill_ids=[BO_BILL],
+            created_at=datetime(2024, 2, 1, 10),
+        ),
     ]
     lines = [
-        Line(line_id=ANA_LINE, phone_number=ANA_NUMBER, status="Active", plan_id="P1", device_id="D1",
-             data_used_gb=2.0, roaming_enabled=False, contract_end_date=date(2026, 1, 1)),
-        Line(line_id=ANA_LINE2, phone_number="555-000-0002", status="Suspended", plan_id="P2", device_id="D2",
-             suspension_start_date=date(2025, 2, 1)),
-        Line(line_id=BO_LINE, phone_number=BO_NUMBER, status="Active", plan_id="P2", device_id="D3",
-             data_used_gb=19.5, roaming_enabled=True),
+        Line(
+            line_id=ANA_LINE,
+            phone_number=ANA_NUMBER,
+            status="Active",
+            plan_id="P1",
+            device_id="D1",
+            data_used_gb=2.0,
+            roaming_enabled=False,
+            contract_end_date=date(2026, 1, 1),
+        ),
+        Line(
+            line_id=ANA_LINE2,
+            phone_number="555-000-0002",
+            status="Suspended",
+            plan_id="P2",
+            device_id="D2",
+            suspension_start_date=date(2025, 2, 1),
+        ),
+        Line(
+            line_id=BO_LINE,
+            phone_number=BO_NUMBER,
+            status="Active",
+            plan_id="P2",
+            device_id="D3",
+            data_used_gb=19.5,
+            roaming_enabled=True,
+        ),
     ]
-    item = LineItem(description="Small - Line 555-000-0001", amount=40.0, date=date(2025, 2, 5),
-                    item_type="Plan Charge")
+    item = LineItem(
+        description="Small - Line 555-000-0001", amount=40.0, date=date(2025, 2, 5), item_type="Plan Charge"
+    )
     bills = [
-        Bill(bill_id=ISSUED, customer_id=ANA, period_start=date(2025, 2, 1), period_end=date(2025, 2, 28),
-             issue_date=date(2025, 2, 5), total_due=40.0, due_date=date(2025, 2, 19), line_items=[item],
-             status="Issued"),
-        Bill(bill_id=DRAFT, customer_id=ANA, period_start=date(2025, 3, 1), period_end=date(2025, 3, 31),
-             issue_date=date(2025, 3, 1), total_due=0.0, due_date=date(2025, 3, 15), status="Draft"),
-        Bill(bill_id=BO_BILL, customer_id=BO, period_start=date(2025, 1, 1), period_end=date(2025, 1, 31),
-             issue_date=date(2025, 1, 5), total_due=70.0, due_date=date(2025, 1, 19), status="Overdue"),
+        Bill(
+            bill_id=ISSUED,
+            customer_id=ANA,
+            period_start=date(2025, 2, 1),
+            period_end=date(2025, 2, 28),
+            issue_date=date(2025, 2, 5),
+            total_due=40.0,
+            due_date=date(2025, 2, 19),
+            line_items=[item],
+            status="Issued",
+        ),
+        Bill(
+            bill_id=DRAFT,
+            customer_id=ANA,
+            period_start=date(2025, 3, 1),
+            period_end=date(2025, 3, 31),
+            issue_date=date(2025, 3, 1),
+            total_due=0.0,
+            due_date=date(2025, 3, 15),
+            status="Draft",
+        ),
+        Bill(
+            bill_id=BO_BILL,
+            customer_id=BO,
+            period_start=date(2025, 1, 1),
+            period_end=date(2025, 1, 31),
+            issue_date=date(2025, 1, 5),
+            total_due=70.0,
+            due_date=date(2025, 1, 19),
+            status="Overdue",
+        ),
     ]
-    devices = [Device(device_id=f"D{i}", device_type="phone", model="Pixel", is_esim_capable=True, activated=True)
-               for i in (1, 2, 3)]
-    return DomainState(db=TelecomDB(plans=plans, customers=customers, lines=lines, bills=bills, devices=devices),
-                       user=TelecomUserDB())
+    devices = [
+        Device(device_id=f"D{i}", device_type="phone", model="Pixel", is_esim_capable=True, activated=True)
+        for i in (1, 2, 3)
+    ]
+    return DomainState(
+        db=TelecomDB(plans=plans, customers=customers, lines=lines, bills=bills, devices=devices), user=TelecomUserDB()
+    )
 
 
 def _setup(state: DomainState, function: str, /, **arguments: Any) -> None:
@@ -175,8 +275,11 @@ def test_agent_cannot_call_user_tools_and_user_cannot_call_agent_tools(state: Do
     before = state.hash()
     result, _ = execute(DOMAIN, state, tool_call("toggle_airplane_mode"))
     assert result.error and result.error_kind == pb.TOOL_ERROR_KIND_WRONG_SIDE
-    result, _ = execute(DOMAIN, state, tool_call("refuel_data", {"customer_id": ANA, "line_id": ANA_LINE,
-                                                                 "gb_amount": 1.0}, side=Side.USER))
+    result, _ = execute(
+        DOMAIN,
+        state,
+        tool_call("refuel_data", {"customer_id": ANA, "line_id": ANA_LINE, "gb_amount": 1.0}, side=Side.USER),
+    )
     assert result.error and result.error_kind == pb.TOOL_ERROR_KIND_WRONG_SIDE
     assert state.hash() == before
 
@@ -209,8 +312,13 @@ def test_bills_newest_first_and_data_usage(state: DomainState) -> None:
     assert [b["bill_id"] for b in call(state, "get_bills_for_customer", {"customer_id": ANA})] == [DRAFT, ISSUED]
     assert [b["bill_id"] for b in call(state, "get_bills_for_customer", {"customer_id": ANA, "limit": 1})] == [DRAFT]
     usage = call(state, "get_data_usage", {"customer_id": ANA, "line_id": ANA_LINE})
-    assert usage == {"line_id": ANA_LINE, "data_used_gb": 2.0, "data_limit_gb": 5.0, "data_refueling_gb": 0.0,
-                     "cycle_end_date": "2025-02-28"}
+    assert usage == {
+        "line_id": ANA_LINE,
+        "data_used_gb": 2.0,
+        "data_limit_gb": 5.0,
+        "data_refueling_gb": 0.0,
+        "cycle_end_date": "2025-02-28",
+    }
     assert "not found for customer" in refused(state, "get_data_usage", {"customer_id": ANA, "line_id": BO_LINE})
 
 
@@ -218,8 +326,9 @@ def test_suspend_and_resume(state: DomainState) -> None:
     out = call(state, "suspend_line", {"customer_id": ANA, "line_id": ANA_LINE, "reason": "lost phone"})
     assert out["line"]["status"] == "Suspended" and out["line"]["suspension_start_date"] == "2025-02-25"
     assert not phone(state).surroundings.line_active  # synced to the phone
-    assert "active to suspend" in refused(state, "suspend_line", {"customer_id": ANA, "line_id": ANA_LINE,
-                                                                  "reason": "again"})
+    assert "active to suspend" in refused(
+        state, "suspend_line", {"customer_id": ANA, "line_id": ANA_LINE, "reason": "again"}
+    )
     out = call(state, "resume_line", {"customer_id": ANA, "line_id": ANA_LINE})
     assert out["line"]["status"] == "Active" and out["line"]["suspension_start_date"] is None
     assert phone(state).surroundings.line_active
@@ -260,8 +369,7 @@ def test_refuel_without_draft_creates_a_bill_deterministically() -> None:
 
 def test_payment_request_flow_and_sync(state: DomainState) -> None:
     assert "no pending" in user(state, "check_payment_request").lower()
-    assert "not found for customer" in refused(state, "send_payment_request", {"customer_id": ANA,
-                                                                              "bill_id": BO_BILL})
+    assert "not found for customer" in refused(state, "send_payment_request", {"customer_id": ANA, "bill_id": BO_BILL})
     call(state, "send_payment_request", {"customer_id": ANA, "bill_id": ISSUED})
     assert bill(state, ISSUED).status == "Awaiting Payment"
     assert "already awaiting" in refused(state, "send_payment_request", {"customer_id": ANA, "bill_id": DRAFT})
@@ -297,8 +405,9 @@ def test_network_mode_speed_data_saver_and_vpn(state: DomainState) -> None:
     user(state, "set_network_mode_preference", {"mode": "2g_only"})
     assert phone(state).device.network_technology_connected == "2G"
     assert "Very Poor" in user(state, "run_speed_test")
-    assert holds(state, "assert_internet_not_excellent") and not holds(state, "assert_can_send_mms",
-                                                                        expected_status=True)
+    assert holds(state, "assert_internet_not_excellent") and not holds(
+        state, "assert_can_send_mms", expected_status=True
+    )
     user(state, "set_network_mode_preference", {"mode": "4g_only"})
     assert "(Good)" in user(state, "run_speed_test")
     user(state, "set_network_mode_preference", {"mode": "4g_5g_preferred"})
@@ -316,8 +425,9 @@ def test_network_mode_speed_data_saver_and_vpn(state: DomainState) -> None:
 
 def test_sim_apn_and_reboot(state: DomainState) -> None:
     _setup(state, "unseat_sim_card")
-    assert "No SIM" in user(state, "check_sim_status") and holds(state, "assert_service_status",
-                                                                  expected_status="no_service")
+    assert "No SIM" in user(state, "check_sim_status") and holds(
+        state, "assert_service_status", expected_status="no_service"
+    )
     user(state, "reseat_sim_card")
     assert holds(state, "assert_service_status", expected_status="connected")
     _setup(state, "break_apn_settings")
@@ -371,16 +481,28 @@ def test_mms_needs_permissions_apn_and_no_wifi_calling(state: DomainState) -> No
 
 
 def test_overdue_suspension_setup(state: DomainState) -> None:
-    _setup(state, "suspend_line_for_overdue_bill", customer_id=ANA, line_id=ANA_LINE, new_bill_id="B99",
-           contract_ended=False)
+    _setup(
+        state,
+        "suspend_line_for_overdue_bill",
+        customer_id=ANA,
+        line_id=ANA_LINE,
+        new_bill_id="B99",
+        contract_ended=False,
+    )
     assert bill(state, "B99").status == "Overdue" and bill(state, "B99").total_due == 40.0
     assert line(state, ANA_LINE).status == "Suspended" and not phone(state).surroundings.line_active
     assert holds(state, "assert_overdue_bill_exists", overdue_bill_id="B99")
     assert not holds(state, "assert_no_overdue_bill", overdue_bill_id="B99")
     assert holds(state, "assert_line_status", customer_id=ANA, line_id=ANA_LINE, expected_status="Suspended")
     with pytest.raises(ValueError):
-        _setup(state, "suspend_line_for_overdue_bill", customer_id=ANA, line_id=ANA_LINE, new_bill_id="B99",
-               contract_ended=True)
+        _setup(
+            state,
+            "suspend_line_for_overdue_bill",
+            customer_id=ANA,
+            line_id=ANA_LINE,
+            new_bill_id="B99",
+            contract_ended=True,
+        )
     with pytest.raises(ValueError):  # setup arguments are checked like tool arguments
         _setup(state, "lock_sim_card", mode="pun")
 
@@ -424,8 +546,15 @@ def test_malformed_arguments_are_errors_and_change_nothing(case: tuple[str, Side
     state = SMALL_STATE.copy()
     _setup(state, "set_user_info", name="Someone", phone_number=db(state).lines[0].phone_number)
     before = state.hash()
-    result, _ = execute(DOMAIN, state, pb.ToolCall(name=name, arguments_json=arguments_json,
-                                                   side=pb.TOOL_SIDE_USER if side is Side.USER else pb.TOOL_SIDE_AGENT))
+    result, _ = execute(
+        DOMAIN,
+        state,
+        pb.ToolCall(
+            name=name,
+            arguments_json=arguments_json,
+            side=pb.TOOL_SIDE_USER if side is Side.USER else pb.TOOL_SIDE_AGENT,
+        ),
+    )
     assert result.error, f"{name}({arguments_json}) should be refused, got {result.content}"
     assert result.error_kind in (pb.TOOL_ERROR_KIND_INVALID_ARGUMENTS, pb.TOOL_ERROR_KIND_INVALID_JSON)
     assert state.hash() == before
@@ -435,15 +564,18 @@ WRITE_AGENT_TOOLS = [t for t in DOMAIN.agent_tools if t.kind is ToolKind.WRITE]
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.sampled_from(WRITE_AGENT_TOOLS), st.sampled_from([ANA, BO, "C404"]),
-       st.sampled_from([ANA_LINE, ANA_LINE2, BO_LINE, "L404"]), st.sampled_from([ISSUED, BO_BILL, "B404"]),
-       st.floats(min_value=-5, max_value=0))
+@given(
+    st.sampled_from(WRITE_AGENT_TOOLS),
+    st.sampled_from([ANA, BO, "C404"]),
+    st.sampled_from([ANA_LINE, ANA_LINE2, BO_LINE, "L404"]),
+    st.sampled_from([ISSUED, BO_BILL, "B404"]),
+    st.floats(min_value=-5, max_value=0),
+)
 def test_failing_writes_change_nothing(tool: Any, customer_id: str, line_id: str, bill_id: str, gb: float) -> None:
     state = _tiny_state()
     call(state, "send_payment_request", {"customer_id": ANA, "bill_id": ISSUED})  # a second request must fail
     call(state, "suspend_line", {"customer_id": BO, "line_id": BO_LINE, "reason": "test"})
-    candidates = {"customer_id": customer_id, "line_id": line_id, "bill_id": bill_id, "gb_amount": gb,
-                  "reason": "r"}
+    candidates = {"customer_id": customer_id, "line_id": line_id, "bill_id": bill_id, "gb_amount": gb, "reason": "r"}
     arguments = {k: v for k, v in candidates.items() if k in tool.arguments.model_fields}
     before = state.hash()
     result, _ = execute(DOMAIN, state, tool_call(tool.name, arguments))
@@ -488,17 +620,20 @@ def test_sampled_scenarios_break_and_get_fixed(goal: str) -> None:
         entities = scenario.entities
         assert entities["breaks"] and entities["line_id"] and entities["customer_id"]
         assert scenario.allowed is (goal not in ("locked_sim_transfer", "contract_end_suspension"))
-        session = EnvSession(DOMAIN, initial_state=pb.InitialState(actions=action_calls(entities["setup_actions"])),
-                             seed=seed)
+        session = EnvSession(
+            DOMAIN, initial_state=pb.InitialState(actions=action_calls(entities["setup_actions"])), seed=seed
+        )
         checks = json.loads(entities["assertions"])
         before = [holds(session.state, a["function"], **a["arguments"]) == a["expected"] for a in checks]
         assert all(before) is (not scenario.allowed), f"{goal} {entities['breaks']}: before the fix {before}"
         for fix in action_calls(entities["fix_actions"]):
             result = session.call(fix)
             assert not result.error, f"{goal}: {fix.name} failed: {result.content}"
-        checker = pb.Checker(gold_actions=action_calls(entities["fix_actions"]),
-                             assertions=state_assertions(entities["assertions"]),
-                             reward_basis=[pb.REWARD_COMPONENT_ASSERTION, pb.REWARD_COMPONENT_STATE])
+        checker = pb.Checker(
+            gold_actions=action_calls(entities["fix_actions"]),
+            assertions=state_assertions(entities["assertions"]),
+            reward_basis=[pb.REWARD_COMPONENT_ASSERTION, pb.REWARD_COMPONENT_STATE],
+        )
         reward = session.evaluate(checker=checker)
         assert reward.value == 1.0, f"{goal} {entities['breaks']}: {reward.failure_reason}"
 
@@ -531,8 +666,13 @@ def test_tau2_data_loads() -> None:
     state = DOMAIN.from_tau2(TAU2_DIR) if DOMAIN.from_tau2 else None
     assert state is not None
     company = db(state)
-    assert (len(company.plans), len(company.customers), len(company.lines), len(company.bills),
-            len(company.devices)) == (5, 4, 9, 6, 9)
+    assert (
+        len(company.plans),
+        len(company.customers),
+        len(company.lines),
+        len(company.bills),
+        len(company.devices),
+    ) == (5, 4, 9, 6, 9)
     john = call(state, "get_customer_by_phone", {"phone_number": "555-123-2002"})
     assert john["customer_id"] == "C1001" and john["line_ids"] == ["L1001", "L1002", "L1003"]
     device = phone(state).device
@@ -559,10 +699,12 @@ def test_tau2_task_replays(task: dict[str, Any], tau2_domain: Domain) -> None:
     Tasks graded on ACTION too (locked SIM, contract ended) are not fixable: their assertion (no service)
     holds before and after, and the gold action is the transfer.
     """
-    initial = pb.InitialState(actions=[
-        tool_call(a["func_name"], a["arguments"], side=_side(a["env_type"]))
-        for a in task["initial_state"]["initialization_actions"]
-    ])
+    initial = pb.InitialState(
+        actions=[
+            tool_call(a["func_name"], a["arguments"], side=_side(a["env_type"]))
+            for a in task["initial_state"]["initialization_actions"]
+        ]
+    )
     criteria = task["evaluation_criteria"]
     session = EnvSession(tau2_domain, initial_state=initial)
     checks = criteria["env_assertions"]
@@ -576,13 +718,20 @@ def test_tau2_task_replays(task: dict[str, Any], tau2_domain: Domain) -> None:
     for action in gold:
         result = session.call(action)
         assert not result.error, f"gold action {action.name} failed: {result.content}"
-    failing = [a["func_name"] for a in checks
-               if holds(session.state, a["func_name"], **a["arguments"]) != a["assert_value"]]
+    failing = [
+        a["func_name"] for a in checks if holds(session.state, a["func_name"], **a["arguments"]) != a["assert_value"]
+    ]
     assert not failing, f"assertions still failing after the gold actions: {failing}"
     checker = pb.Checker(
         gold_actions=gold,
-        assertions=[pb.StateAssertion(function=a["func_name"], arguments_json=json.dumps(a["arguments"]),
-                                      expected_json=json.dumps(a["assert_value"])) for a in checks],
+        assertions=[
+            pb.StateAssertion(
+                function=a["func_name"],
+                arguments_json=json.dumps(a["arguments"]),
+                expected_json=json.dumps(a["assert_value"]),
+            )
+            for a in checks
+        ],
         reward_basis=[pb.REWARD_COMPONENT_ASSERTION, pb.REWARD_COMPONENT_STATE],
     )
     reward = session.evaluate(checker=checker)

@@ -149,99 +149,275 @@ class RetailDB(_Model):
 
 # name -> (price range in dollars, option name -> possible values)
 CATALOGUE: dict[str, tuple[tuple[int, int], dict[str, list[str]]]] = {
-    "Rain Jacket": ((60, 180), {"size": ["S", "M", "L", "XL"], "color": ["navy", "olive", "yellow", "black"],
-                                "hood": ["fixed", "detachable"]}),
-    "Denim Jeans": ((40, 120), {"waist": ["28", "30", "32", "34", "36"], "fit": ["slim", "straight", "relaxed"],
-                                "wash": ["light", "dark"]}),
-    "Wool Sweater": ((50, 160), {"size": ["S", "M", "L", "XL"], "color": ["grey", "cream", "burgundy"],
-                                 "neck": ["crew", "turtle"]}),
-    "Trail Sneakers": ((70, 190), {"size": ["7", "8", "9", "10", "11", "12"], "color": ["blue", "grey", "orange"],
-                                   "width": ["regular", "wide"]}),
-    "Canvas Tote": ((20, 60), {"color": ["natural", "black", "red"], "size": ["small", "large"],
-                               "closure": ["open", "zip"]}),
-    "Travel Duffel": ((70, 220), {"capacity": ["30L", "45L", "60L"], "color": ["black", "tan", "green"],
-                                  "material": ["nylon", "canvas", "leather"]}),
-    "Desk Chair": ((120, 650), {"material": ["mesh", "fabric", "leather"], "color": ["black", "grey", "white"],
-                                "lumbar support": ["yes", "no"]}),
-    "Standing Desk": ((300, 1200), {"width": ["48 inch", "60 inch", "72 inch"], "top": ["oak", "walnut", "white"],
-                                    "motor": ["single", "dual"]}),
-    "Floor Lamp": ((40, 250), {"color": ["brass", "black", "white"], "bulb": ["LED", "halogen"],
-                               "dimmable": ["yes", "no"]}),
-    "Area Rug": ((80, 700), {"size": ["4x6", "5x8", "8x10"], "pattern": ["solid", "striped", "geometric"],
-                             "material": ["wool", "cotton", "jute"]}),
-    "Bed Sheets": ((35, 200), {"size": ["twin", "queen", "king"], "color": ["white", "sage", "charcoal"],
-                               "fabric": ["percale", "sateen", "linen"]}),
-    "Chef Knife": ((30, 300), {"blade length": ["6 inch", "8 inch", "10 inch"], "steel": ["German", "Japanese"],
-                               "handle": ["wood", "composite"]}),
-    "Cast Iron Skillet": ((25, 120), {"diameter": ["8 inch", "10 inch", "12 inch"],
-                                      "finish": ["pre-seasoned", "enamel"]}),
-    "Blender": ((40, 450), {"power": ["600W", "1000W", "1500W"], "jar": ["glass", "plastic"],
-                            "color": ["black", "silver", "red"]}),
-    "Coffee Grinder": ((25, 350), {"type": ["blade", "burr"], "capacity": ["small", "large"],
-                                   "color": ["black", "white", "steel"]}),
-    "Toaster": ((25, 180), {"slots": ["2", "4"], "color": ["silver", "black", "cream"],
-                            "features": ["bagel mode", "defrost", "none"]}),
+    "Rain Jacket": (
+        (60, 180),
+        {"size": ["S", "M", "L", "XL"], "color": ["navy", "olive", "yellow", "black"], "hood": ["fixed", "detachable"]},
+    ),
+    "Denim Jeans": (
+        (40, 120),
+        {"waist": ["28", "30", "32", "34", "36"], "fit": ["slim", "straight", "relaxed"], "wash": ["light", "dark"]},
+    ),
+    "Wool Sweater": (
+        (50, 160),
+        {"size": ["S", "M", "L", "XL"], "color": ["grey", "cream", "burgundy"], "neck": ["crew", "turtle"]},
+    ),
+    "Trail Sneakers": (
+        (70, 190),
+        {"size": ["7", "8", "9", "10", "11", "12"], "color": ["blue", "grey", "orange"], "width": ["regular", "wide"]},
+    ),
+    "Canvas Tote": (
+        (20, 60),
+        {"color": ["natural", "black", "red"], "size": ["small", "large"], "closure": ["open", "zip"]},
+    ),
+    "Travel Duffel": (
+        (70, 220),
+        {
+            "capacity": ["30L", "45L", "60L"],
+            "color": ["black", "tan", "green"],
+            "material": ["nylon", "canvas", "leather"],
+        },
+    ),
+    "Desk Chair": (
+        (120, 650),
+        {
+            "material": ["mesh", "fabric", "leather"],
+            "color": ["black", "grey", "white"],
+            "lumbar support": ["yes", "no"],
+        },
+    ),
+    "Standing Desk": (
+        (300, 1200),
+        {"width": ["48 inch", "60 inch", "72 inch"], "top": ["oak", "walnut", "white"], "motor": ["single", "dual"]},
+    ),
+    "Floor Lamp": (
+        (40, 250),
+        {"color": ["brass", "black", "white"], "bulb": ["LED", "halogen"], "dimmable": ["yes", "no"]},
+    ),
+    "Area Rug": (
+        (80, 700),
+        {
+            "size": ["4x6", "5x8", "8x10"],
+            "pattern": ["solid", "striped", "geometric"],
+            "material": ["wool", "cotton", "jute"],
+        },
+    ),
+    "Bed Sheets": (
+        (35, 200),
+        {
+            "size": ["twin", "queen", "king"],
+            "color": ["white", "sage", "charcoal"],
+            "fabric": ["percale", "sateen", "linen"],
+        },
+    ),
+    "Chef Knife": (
+        (30, 300),
+        {
+            "blade length": ["6 inch", "8 inch", "10 inch"],
+            "steel": ["German", "Japanese"],
+            "handle": ["wood", "composite"],
+        },
+    ),
+    "Cast Iron Skillet": (
+        (25, 120),
+        {"diameter": ["8 inch", "10 inch", "12 inch"], "finish": ["pre-seasoned", "enamel"]},
+    ),
+    "Blender": (
+        (40, 450),
+        {"power": ["600W", "1000W", "1500W"], "jar": ["glass", "plastic"], "color": ["black", "silver", "red"]},
+    ),
+    "Coffee Grinder": (
+        (25, 350),
+        {"type": ["blade", "burr"], "capacity": ["small", "large"], "color": ["black", "white", "steel"]},
+    ),
+    "Toaster": (
+        (25, 180),
+        {"slots": ["2", "4"], "color": ["silver", "black", "cream"], "features": ["bagel mode", "defrost", "none"]},
+    ),
     "Rice Cooker": ((30, 260), {"capacity": ["3 cups", "5 cups", "10 cups"], "type": ["basic", "fuzzy logic"]}),
-    "Smart Speaker": ((40, 300), {"color": ["charcoal", "chalk", "blue"], "assistant": ["Alexa", "Google"],
-                                  "size": ["mini", "standard"]}),
-    "Noise Cancelling Headphones": ((90, 450), {"color": ["black", "silver", "blue"],
-                                                "connection": ["wireless", "wired"],
-                                                "fit": ["over-ear", "on-ear"]}),
-    "Fitness Tracker": ((40, 250), {"color": ["black", "pink", "teal"], "band": ["silicone", "fabric"],
-                                    "GPS": ["yes", "no"]}),
-    "Monitor": ((130, 1100), {"size": ["24 inch", "27 inch", "32 inch"], "resolution": ["1080p", "1440p", "4K"],
-                              "panel": ["IPS", "VA"]}),
+    "Smart Speaker": (
+        (40, 300),
+        {"color": ["charcoal", "chalk", "blue"], "assistant": ["Alexa", "Google"], "size": ["mini", "standard"]},
+    ),
+    "Noise Cancelling Headphones": (
+        (90, 450),
+        {"color": ["black", "silver", "blue"], "connection": ["wireless", "wired"], "fit": ["over-ear", "on-ear"]},
+    ),
+    "Fitness Tracker": (
+        (40, 250),
+        {"color": ["black", "pink", "teal"], "band": ["silicone", "fabric"], "GPS": ["yes", "no"]},
+    ),
+    "Monitor": (
+        (130, 1100),
+        {"size": ["24 inch", "27 inch", "32 inch"], "resolution": ["1080p", "1440p", "4K"], "panel": ["IPS", "VA"]},
+    ),
     "Webcam": ((30, 200), {"resolution": ["720p", "1080p", "4K"], "microphone": ["mono", "stereo"]}),
-    "External SSD": ((60, 400), {"capacity": ["500GB", "1TB", "2TB", "4TB"], "interface": ["USB-C", "Thunderbolt"],
-                                 "color": ["grey", "blue"]}),
-    "Wireless Keyboard": ((30, 200), {"layout": ["full", "tenkeyless", "compact"], "color": ["white", "black"],
-                                      "keys": ["membrane", "low-profile mechanical"]}),
-    "Drone": ((200, 1600), {"camera": ["2.7K", "4K", "6K"], "range": ["2 km", "6 km", "10 km"],
-                            "color": ["grey", "white"]}),
-    "Electric Scooter": ((300, 1300), {"range": ["15 miles", "25 miles", "40 miles"], "color": ["black", "white"],
-                                       "foldable": ["yes", "no"]}),
-    "Tent": ((80, 600), {"capacity": ["2-person", "4-person", "6-person"], "season": ["3-season", "4-season"],
-                         "color": ["green", "orange"]}),
-    "Sleeping Bag": ((40, 320), {"temperature rating": ["0F", "20F", "40F"], "fill": ["down", "synthetic"],
-                                 "length": ["regular", "long"]}),
-    "Camping Stove": ((30, 180), {"burners": ["1", "2"], "fuel": ["propane", "butane"],
-                                  "color": ["green", "grey"]}),
-    "Kayak Paddle": ((50, 300), {"length": ["220 cm", "230 cm", "240 cm"], "shaft": ["aluminum", "carbon"],
-                                 "color": ["red", "yellow", "black"]}),
-    "Board Game": ((20, 90), {"theme": ["space", "farming", "mystery"], "players": ["2-4", "2-6"],
-                              "edition": ["standard", "deluxe"]}),
-    "Acoustic Guitar": ((150, 1500), {"body": ["dreadnought", "concert", "parlor"], "top": ["spruce", "cedar"],
-                                      "finish": ["natural", "sunburst"]}),
+    "External SSD": (
+        (60, 400),
+        {"capacity": ["500GB", "1TB", "2TB", "4TB"], "interface": ["USB-C", "Thunderbolt"], "color": ["grey", "blue"]},
+    ),
+    "Wireless Keyboard": (
+        (30, 200),
+        {
+            "layout": ["full", "tenkeyless", "compact"],
+            "color": ["white", "black"],
+            "keys": ["membrane", "low-profile mechanical"],
+        },
+    ),
+    "Drone": (
+        (200, 1600),
+        {"camera": ["2.7K", "4K", "6K"], "range": ["2 km", "6 km", "10 km"], "color": ["grey", "white"]},
+    ),
+    "Electric Scooter": (
+        (300, 1300),
+        {"range": ["15 miles", "25 miles", "40 miles"], "color": ["black", "white"], "foldable": ["yes", "no"]},
+    ),
+    "Tent": (
+        (80, 600),
+        {
+            "capacity": ["2-person", "4-person", "6-person"],
+            "season": ["3-season", "4-season"],
+            "color": ["green", "orange"],
+        },
+    ),
+    "Sleeping Bag": (
+        (40, 320),
+        {"temperature rating": ["0F", "20F", "40F"], "fill": ["down", "synthetic"], "length": ["regular", "long"]},
+    ),
+    "Camping Stove": ((30, 180), {"burners": ["1", "2"], "fuel": ["propane", "butane"], "color": ["green", "grey"]}),
+    "Kayak Paddle": (
+        (50, 300),
+        {
+            "length": ["220 cm", "230 cm", "240 cm"],
+            "shaft": ["aluminum", "carbon"],
+            "color": ["red", "yellow", "black"],
+        },
+    ),
+    "Board Game": (
+        (20, 90),
+        {"theme": ["space", "farming", "mystery"], "players": ["2-4", "2-6"], "edition": ["standard", "deluxe"]},
+    ),
+    "Acoustic Guitar": (
+        (150, 1500),
+        {"body": ["dreadnought", "concert", "parlor"], "top": ["spruce", "cedar"], "finish": ["natural", "sunburst"]},
+    ),
     "Watercolor Set": ((15, 120), {"colors": ["12", "24", "48"], "grade": ["student", "artist"]}),
-    "Plant Pot": ((15, 90), {"diameter": ["6 inch", "10 inch", "14 inch"],
-                             "material": ["ceramic", "terracotta", "plastic"], "color": ["white", "black", "green"]}),
-    "Cordless Drill": ((60, 350), {"voltage": ["12V", "18V", "20V"], "battery": ["1 battery", "2 batteries"],
-                                   "kit": ["bare", "with bits"]}),
-    "Robot Vacuum": ((180, 1100), {"navigation": ["gyro", "lidar"], "mop": ["yes", "no"],
-                                   "color": ["black", "white"]}),
+    "Plant Pot": (
+        (15, 90),
+        {
+            "diameter": ["6 inch", "10 inch", "14 inch"],
+            "material": ["ceramic", "terracotta", "plastic"],
+            "color": ["white", "black", "green"],
+        },
+    ),
+    "Cordless Drill": (
+        (60, 350),
+        {"voltage": ["12V", "18V", "20V"], "battery": ["1 battery", "2 batteries"], "kit": ["bare", "with bits"]},
+    ),
+    "Robot Vacuum": ((180, 1100), {"navigation": ["gyro", "lidar"], "mop": ["yes", "no"], "color": ["black", "white"]}),
 }
 
 FIRST_NAMES = [
-    "Amara", "Bruno", "Carmen", "Dmitri", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jonah", "Keiko", "Lucas",
-    "Maya", "Nikhil", "Olga", "Pablo", "Quinn", "Rosa", "Samir", "Tara", "Umar", "Vera", "Wen", "Ximena", "Yusra",
-    "Zane", "Aiko", "Bilal", "Chloe", "Diego", "Esme", "Felix", "Greta", "Hassan", "Iris", "Jamal", "Kira", "Leo",
+    "Amara",
+    "Bruno",
+    "Carmen",
+    "Dmitri",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonah",
+    "Keiko",
+    "Lucas",
+    "Maya",
+    "Nikhil",
+    "Olga",
+    "Pablo",
+    "Quinn",
+    "Rosa",
+    "Samir",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wen",
+    "Ximena",
+    "Yusra",
+    "Zane",
+    "Aiko",
+    "Bilal",
+    "Chloe",
+    "Diego",
+    "Esme",
+    "Felix",
+    "Greta",
+    "Hassan",
+    "Iris",
+    "Jamal",
+    "Kira",
+    "Leo",
 ]
 LAST_NAMES = [
-    "Abbott", "Baptiste", "Chowdhury", "Dubois", "Eriksen", "Fontaine", "Gallo", "Horvat", "Ibarra", "Jovanovic",
-    "Kowalski", "Lindqvist", "Mensah", "Nakamura", "Oyelaran", "Petrov", "Quintero", "Rahman", "Sorensen", "Tanaka",
-    "Ueda", "Varga", "Whitfield", "Xu", "Yilmaz", "Zielinski",
+    "Abbott",
+    "Baptiste",
+    "Chowdhury",
+    "Dubois",
+    "Eriksen",
+    "Fontaine",
+    "Gallo",
+    "Horvat",
+    "Ibarra",
+    "Jovanovic",
+    "Kowalski",
+    "Lindqvist",
+    "Mensah",
+    "Nakamura",
+    "Oyelaran",
+    "Petrov",
+    "Quintero",
+    "Rahman",
+    "Sorensen",
+    "Tanaka",
+    "Ueda",
+    "Varga",
+    "Whitfield",
+    "Xu",
+    "Yilmaz",
+    "Zielinski",
 ]
 STREETS = [
-    "Harbor Street", "Willow Lane", "Granite Avenue", "Orchard Road", "Meadow Court", "Summit Drive", "Bayview Road",
-    "Foxglove Way", "Juniper Street", "Quarry Lane", "Lantern Avenue", "Mill Street",
+    "Harbor Street",
+    "Willow Lane",
+    "Granite Avenue",
+    "Orchard Road",
+    "Meadow Court",
+    "Summit Drive",
+    "Bayview Road",
+    "Foxglove Way",
+    "Juniper Street",
+    "Quarry Lane",
+    "Lantern Avenue",
+    "Mill Street",
 ]
 CITIES = [  # (city, state, first three digits of its zip codes)
-    ("Portland", "OR", "972"), ("Austin", "TX", "787"), ("Columbus", "OH", "432"), ("Raleigh", "NC", "276"),
-    ("Madison", "WI", "537"), ("Boise", "ID", "837"), ("Tucson", "AZ", "857"), ("Omaha", "NE", "681"),
-    ("Albany", "NY", "122"), ("Richmond", "VA", "232"), ("Tampa", "FL", "336"), ("Spokane", "WA", "992"),
+    ("Portland", "OR", "972"),
+    ("Austin", "TX", "787"),
+    ("Columbus", "OH", "432"),
+    ("Raleigh", "NC", "276"),
+    ("Madison", "WI", "537"),
+    ("Boise", "ID", "837"),
+    ("Tucson", "AZ", "857"),
+    ("Omaha", "NE", "681"),
+    ("Albany", "NY", "122"),
+    ("Richmond", "VA", "232"),
+    ("Tampa", "FL", "336"),
+    ("Spokane", "WA", "992"),
 ]
-STATUS_WEIGHTS: list[tuple[OrderStatus, int]] = [("pending", 42), ("delivered", 37), ("processed", 11),
-                                                 ("cancelled", 10)]
+STATUS_WEIGHTS: list[tuple[OrderStatus, int]] = [
+    ("pending", 42),
+    ("delivered", 37),
+    ("processed", 11),
+    ("cancelled", 10),
+]
 
 
 def _digits(rng: random.Random, n: int, used: set[str]) -> str:
@@ -297,8 +473,12 @@ def _payment_methods(rng: random.Random, used: set[str]) -> dict[str, PaymentMet
             pid = f"{kind}_{_digits(rng, 7, used)}"
             method: PaymentMethod
             if kind == "credit_card":
-                method = CreditCard(source="credit_card", id=pid, brand=rng.choice(["visa", "mastercard"]),
-                                    last_four=f"{rng.randint(0, 9999):04d}")
+                method = CreditCard(
+                    source="credit_card",
+                    id=pid,
+                    brand=rng.choice(["visa", "mastercard"]),
+                    last_four=f"{rng.randint(0, 9999):04d}",
+                )
             elif kind == "paypal":
                 method = Paypal(source="paypal", id=pid)
             else:
@@ -336,17 +516,26 @@ def generate_db(seed: int = 0, n_users: int = 300) -> RetailDB:
             for _ in range(rng.randint(1, 5)):
                 product = rng.choice(catalogue)
                 variant = rng.choice(list(product.variants.values()))
-                items.append(OrderItem(name=product.name, product_id=product.product_id, item_id=variant.item_id,
-                                       price=variant.price, options=dict(variant.options)))
+                items.append(
+                    OrderItem(
+                        name=product.name,
+                        product_id=product.product_id,
+                        item_id=variant.item_id,
+                        price=variant.price,
+                        options=dict(variant.options),
+                    )
+                )
             status = rng.choices(statuses, weights)[0]
             payer = rng.choice(list(methods))
             total = round(sum(item.price for item in items), 2)
             history = [PaymentTransaction(transaction_type="payment", amount=total, payment_method_id=payer)]
             if status == "cancelled":
                 history.append(PaymentTransaction(transaction_type="refund", amount=total, payment_method_id=payer))
-            fulfillments = [] if status == "pending" else [
-                Fulfillment(tracking_id=[_digits(rng, 12, used)], item_ids=[item.item_id for item in items])
-            ]
+            fulfillments = (
+                []
+                if status == "pending"
+                else [Fulfillment(tracking_id=[_digits(rng, 12, used)], item_ids=[item.item_id for item in items])]
+            )
             orders[order_id] = Order(
                 order_id=order_id,
                 user_id=user_id,

@@ -50,8 +50,9 @@ def _other_variants(db: RetailDB, product_id: str, item_id: str, available: bool
 
 def _swaps(db: RetailDB, order: Order, available: bool) -> list[tuple[str, Variant]]:
     """(item id in the order, another variant of its product with the given availability)."""
-    return [(item.item_id, v) for item in order.items for v in _other_variants(db, item.product_id, item.item_id,
-                                                                               available)]
+    return [
+        (item.item_id, v) for item in order.items for v in _other_variants(db, item.product_id, item.item_id, available)
+    ]
 
 
 def _price(order: Order, item_id: str) -> float:
@@ -78,8 +79,14 @@ def _item_swap(
         if not candidates:
             return None
         order, item_id, variant, methods = rng.choice(candidates)
-        entities = {"user_id": order.user_id, "order_id": order.order_id, "item_id": item_id,
-                    "new_item_id": variant.item_id, "payment_method_id": rng.choice(methods), "status": order.status}
+        entities = {
+            "user_id": order.user_id,
+            "order_id": order.order_id,
+            "item_id": item_id,
+            "new_item_id": variant.item_id,
+            "payment_method_id": rng.choice(methods),
+            "status": order.status,
+        }
         notes = "" if allowed else f"the order is {order.status!r}" if available else "the new item is unavailable"
         return Scenario(goal, entities, allowed, rule, notes)
 
@@ -94,14 +101,25 @@ def _other_product_swap(goal: str, status: str, rule: str) -> ScenarioSampler:
             return None
         order = rng.choice(orders)
         item = rng.choice(order.items)
-        others = [v for p in db.products.values() if p.product_id != item.product_id for v in p.variants.values()
-                  if v.available]
+        others = [
+            v
+            for p in db.products.values()
+            if p.product_id != item.product_id
+            for v in p.variants.values()
+            if v.available
+        ]
         if not others:
             return None
         variant = rng.choice(others)
         method = rng.choice(list(db.users[order.user_id].payment_methods))
-        entities = {"user_id": order.user_id, "order_id": order.order_id, "item_id": item.item_id,
-                    "new_item_id": variant.item_id, "payment_method_id": method, "status": order.status}
+        entities = {
+            "user_id": order.user_id,
+            "order_id": order.order_id,
+            "item_id": item.item_id,
+            "new_item_id": variant.item_id,
+            "payment_method_id": method,
+            "status": order.status,
+        }
         return Scenario(goal, entities, False, rule, "the new item is a different product type")
 
     return sample
@@ -149,9 +167,13 @@ def _return(goal: str, statuses: tuple[str, ...], allowed: bool, rule: str, to_o
             return None
         order, method_id = rng.choice(candidates)
         items = rng.sample(order.items, rng.randint(1, len(order.items)))
-        entities = {"user_id": order.user_id, "order_id": order.order_id,
-                    "item_ids": ",".join(i.item_id for i in items), "payment_method_id": method_id,
-                    "status": order.status}
+        entities = {
+            "user_id": order.user_id,
+            "order_id": order.order_id,
+            "item_ids": ",".join(i.item_id for i in items),
+            "payment_method_id": method_id,
+            "status": order.status,
+        }
         if allowed:
             notes = ""
         elif to_original:
@@ -180,8 +202,12 @@ def _change_payment(goal: str, allowed: bool) -> ScenarioSampler:
         if not candidates:
             return None
         order, method_id = rng.choice(candidates)
-        entities = {"user_id": order.user_id, "order_id": order.order_id, "payment_method_id": method_id,
-                    "status": order.status}
+        entities = {
+            "user_id": order.user_id,
+            "order_id": order.order_id,
+            "payment_method_id": method_id,
+            "status": order.status,
+        }
         notes = "" if allowed else "the gift card's balance does not cover the order total"
         return Scenario(goal, entities, allowed, RULE_PAYMENT, notes)
 
@@ -216,31 +242,52 @@ SAMPLERS: dict[str, Callable[[DomainState, random.Random], Scenario | None]] = {
     "return_delivered_items": _return("return_delivered_items", ("delivered",), True, RULE_RETURN_REFUND, True),
     "exchange_delivered_items": _item_swap("exchange_delivered_items", ("delivered",), True, RULE_EXCHANGE_ITEMS),
     "modify_user_address": _user_address,
-    "order_status": _order_goal("order_status", ("pending", "processed", "delivered", "cancelled",
-                                                 "pending (item modified)", "return requested",
-                                                 "exchange requested"), True, RULE_INFO),
+    "order_status": _order_goal(
+        "order_status",
+        (
+            "pending",
+            "processed",
+            "delivered",
+            "cancelled",
+            "pending (item modified)",
+            "return requested",
+            "exchange requested",
+        ),
+        True,
+        RULE_INFO,
+    ),
     # not allowed
-    "cancel_non_pending_order": _cancel("cancel_non_pending_order",
-                                        ("processed", "delivered", "cancelled", "pending (item modified)"), False,
-                                        RULE_CANCEL, True),
-    "cancel_with_invalid_reason": _cancel("cancel_with_invalid_reason", ("pending",), False, RULE_CANCEL_REASON,
-                                          False),
-    "modify_non_pending_items": _item_swap("modify_non_pending_items", ("processed", "delivered"), False,
-                                           RULE_MODIFY),
-    "modify_address_non_pending": _order_goal("modify_address_non_pending",
-                                              ("processed", "delivered", "cancelled", "pending (item modified)"),
-                                              False, RULE_MODIFY),
-    "modify_items_to_unavailable": _item_swap("modify_items_to_unavailable", ("pending",), False,
-                                              RULE_MODIFY_ITEMS, available=False),
+    "cancel_non_pending_order": _cancel(
+        "cancel_non_pending_order",
+        ("processed", "delivered", "cancelled", "pending (item modified)"),
+        False,
+        RULE_CANCEL,
+        True,
+    ),
+    "cancel_with_invalid_reason": _cancel("cancel_with_invalid_reason", ("pending",), False, RULE_CANCEL_REASON, False),
+    "modify_non_pending_items": _item_swap("modify_non_pending_items", ("processed", "delivered"), False, RULE_MODIFY),
+    "modify_address_non_pending": _order_goal(
+        "modify_address_non_pending",
+        ("processed", "delivered", "cancelled", "pending (item modified)"),
+        False,
+        RULE_MODIFY,
+    ),
+    "modify_items_to_unavailable": _item_swap(
+        "modify_items_to_unavailable", ("pending",), False, RULE_MODIFY_ITEMS, available=False
+    ),
     "change_payment_insufficient_gift_card": _change_payment("change_payment_insufficient_gift_card", False),
-    "return_non_delivered_order": _return("return_non_delivered_order", ("pending", "processed", "cancelled"), False,
-                                          RULE_RETURN, True),
-    "return_to_other_payment_method": _return("return_to_other_payment_method", ("delivered",), False,
-                                              RULE_RETURN_REFUND, False),
-    "exchange_non_delivered_order": _item_swap("exchange_non_delivered_order", ("pending", "processed"), False,
-                                               RULE_EXCHANGE),
-    "exchange_to_unavailable_item": _item_swap("exchange_to_unavailable_item", ("delivered",), False,
-                                               RULE_EXCHANGE_ITEMS, available=False),
+    "return_non_delivered_order": _return(
+        "return_non_delivered_order", ("pending", "processed", "cancelled"), False, RULE_RETURN, True
+    ),
+    "return_to_other_payment_method": _return(
+        "return_to_other_payment_method", ("delivered",), False, RULE_RETURN_REFUND, False
+    ),
+    "exchange_non_delivered_order": _item_swap(
+        "exchange_non_delivered_order", ("pending", "processed"), False, RULE_EXCHANGE
+    ),
+    "exchange_to_unavailable_item": _item_swap(
+        "exchange_to_unavailable_item", ("delivered",), False, RULE_EXCHANGE_ITEMS, available=False
+    ),
     "exchange_to_other_product": _other_product_swap("exchange_to_other_product", "delivered", RULE_EXCHANGE_ITEMS),
     "act_on_other_users_order": _other_users_order,
 }

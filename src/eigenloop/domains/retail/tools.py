@@ -283,9 +283,7 @@ def modify_pending_order_address(
     order = _order(db, order_id)
     if "pending" not in order.status:
         raise ToolError("Non-pending order cannot be modified")
-    order.address = Address(
-        address1=address1, address2=address2, city=city, country=country, state=state_code, zip=zip
-    )
+    order.address = Address(address1=address1, address2=address2, city=city, country=country, state=state_code, zip=zip)
     return order
 
 
@@ -434,9 +432,7 @@ def modify_user_address(
 ) -> User:
     """Change a user's default address. Existing orders keep their shipping address."""
     user = _user(db, user_id)
-    user.address = Address(
-        address1=address1, address2=address2, city=city, country=country, state=state_code, zip=zip
-    )
+    user.address = Address(address1=address1, address2=address2, city=city, country=country, state=state_code, zip=zip)
     return user
 
 

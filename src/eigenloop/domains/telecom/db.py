@@ -238,24 +238,92 @@ PLANS = [
     Plan(plan_id="P1002", name="Basic", data_limit_gb=5.0, price_per_month=40.0, data_refueling_price_per_gb=5.0),
     Plan(plan_id="P1003", name="Plus", data_limit_gb=10.0, price_per_month=55.0, data_refueling_price_per_gb=3.0),
     Plan(plan_id="P1004", name="Premium", data_limit_gb=20.0, price_per_month=70.0, data_refueling_price_per_gb=2.0),
-    Plan(plan_id="P1005", name="Family Share", data_limit_gb=30.0, price_per_month=120.0,
-         data_refueling_price_per_gb=3.0),
-    Plan(plan_id="P1006", name="Unlimited Max", data_limit_gb=999.0, price_per_month=90.0,
-         data_refueling_price_per_gb=0.5),
-    Plan(plan_id="P1007", name="Connected Devices", data_limit_gb=1.0, price_per_month=15.0,
-         data_refueling_price_per_gb=8.0),
+    Plan(
+        plan_id="P1005", name="Family Share", data_limit_gb=30.0, price_per_month=120.0, data_refueling_price_per_gb=3.0
+    ),
+    Plan(
+        plan_id="P1006",
+        name="Unlimited Max",
+        data_limit_gb=999.0,
+        price_per_month=90.0,
+        data_refueling_price_per_gb=0.5,
+    ),
+    Plan(
+        plan_id="P1007",
+        name="Connected Devices",
+        data_limit_gb=1.0,
+        price_per_month=15.0,
+        data_refueling_price_per_gb=8.0,
+    ),
 ]
 
-FIRST = ["Amara", "Bruno", "Chloe", "Darius", "Elena", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Keiko", "Luca",
-         "Maya", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tessa", "Umar", "Vera", "Wes", "Yara", "Zane"]
-LAST = ["Abbott", "Bianchi", "Chen", "Dubois", "Eriksen", "Fischer", "Garcia", "Haddad", "Ivanova", "Jensen",
-        "Kowalski", "Lindqvist", "Moreno", "Nakamura", "Okoro", "Petrov", "Rossi", "Schmidt", "Tanaka", "Varga"]
+FIRST = [
+    "Amara",
+    "Bruno",
+    "Chloe",
+    "Darius",
+    "Elena",
+    "Farid",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Keiko",
+    "Luca",
+    "Maya",
+    "Nikolai",
+    "Olga",
+    "Pedro",
+    "Quinn",
+    "Rosa",
+    "Samir",
+    "Tessa",
+    "Umar",
+    "Vera",
+    "Wes",
+    "Yara",
+    "Zane",
+]
+LAST = [
+    "Abbott",
+    "Bianchi",
+    "Chen",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "Garcia",
+    "Haddad",
+    "Ivanova",
+    "Jensen",
+    "Kowalski",
+    "Lindqvist",
+    "Moreno",
+    "Nakamura",
+    "Okoro",
+    "Petrov",
+    "Rossi",
+    "Schmidt",
+    "Tanaka",
+    "Varga",
+]
 STREETS = ["Main St", "Oak Ave", "Pine St", "River Rd", "Maple Dr", "Cedar Ln", "Lake Blvd", "Hill Ct", "Park Way"]
-CITIES = [("Anytown", "CA", "90"), ("Springfield", "IL", "62"), ("Denver", "CO", "80"), ("Austin", "TX", "73"),
-          ("Portland", "OR", "97"), ("Madison", "WI", "53"), ("Raleigh", "NC", "27"), ("Tucson", "AZ", "85")]
+CITIES = [
+    ("Anytown", "CA", "90"),
+    ("Springfield", "IL", "62"),
+    ("Denver", "CO", "80"),
+    ("Austin", "TX", "73"),
+    ("Portland", "OR", "97"),
+    ("Madison", "WI", "53"),
+    ("Raleigh", "NC", "27"),
+    ("Tucson", "AZ", "85"),
+]
 PHONE_MODELS = ["Pixel 8", "Galaxy S24", "iPhone 15", "OnePlus 12", "Moto G Power", "Xperia 10", "Nokia G42"]
-OTHER_DEVICES: list[tuple[DeviceType, str]] = [("tablet", "Tab Pro 11"), ("watch", "Watch LTE 5"),
-                                               ("router", "HomeSpot 5G"), ("tablet", "iPad Air")]
+OTHER_DEVICES: list[tuple[DeviceType, str]] = [
+    ("tablet", "Tab Pro 11"),
+    ("watch", "Watch LTE 5"),
+    ("router", "HomeSpot 5G"),
+    ("tablet", "iPad Air"),
+]
 
 
 def month_start(day: date, months: int = 0) -> date:
@@ -300,7 +368,12 @@ def generate_db(seed: int = 0, n_customers: int = 300) -> TelecomDB:
         city, state, zip_prefix = rng.choice(CITIES)
         roll = rng.random()
         account_status: AccountStatus = (
-            "Active" if roll < 0.86 else "Suspended" if roll < 0.93 else "Pending Verification" if roll < 0.97
+            "Active"
+            if roll < 0.86
+            else "Suspended"
+            if roll < 0.93
+            else "Pending Verification"
+            if roll < 0.97
             else "Closed"
         )
         methods = [
@@ -323,17 +396,20 @@ def generate_db(seed: int = 0, n_customers: int = 300) -> TelecomDB:
                 device_type, model = rng.choice(OTHER_DEVICES)
             activated_on = datetime.combine(_random_date(rng, date(2022, 1, 1), date(2025, 2, 20)), datetime.min.time())
             activated_on += timedelta(hours=rng.randint(8, 19), minutes=rng.choice([0, 15, 30, 45]))
-            devices.append(Device(
-                device_id=device_id,
-                device_type=device_type,
-                model=model,
-                imei=f"{rng.randint(10**14, 10**15 - 1)}" if device_type in ("phone", "tablet", "watch") else None,
-                is_esim_capable=rng.random() < 0.8,
-                activated=True,
-                activation_date=activated_on,
-                last_esim_transfer_date=(activated_on + timedelta(days=rng.randint(1, 200))
-                                         if rng.random() < 0.1 else None),
-            ))
+            devices.append(
+                Device(
+                    device_id=device_id,
+                    device_type=device_type,
+                    model=model,
+                    imei=f"{rng.randint(10**14, 10**15 - 1)}" if device_type in ("phone", "tablet", "watch") else None,
+                    is_esim_capable=rng.random() < 0.8,
+                    activated=True,
+                    activation_date=activated_on,
+                    last_esim_transfer_date=(
+                        activated_on + timedelta(days=rng.randint(1, 200)) if rng.random() < 0.1 else None
+                    ),
+                )
+            )
             plan = plan_by_id["P1007"] if device_type in ("watch", "router") else rng.choice(plans[:6])
             if account_status == "Closed":
                 status: LineStatus = "Closed"
@@ -349,26 +425,30 @@ def generate_db(seed: int = 0, n_customers: int = 300) -> TelecomDB:
             if status == "Active":
                 cap = min(plan.data_limit_gb, 60.0)
                 used = round(rng.uniform(0.0, cap * (1.15 if rng.random() < 0.15 else 0.95)), 1)
-            lines.append(Line(
-                line_id=line_id,
-                phone_number=phone_number(),
-                status=status,
-                plan_id=plan.plan_id,
-                device_id=device_id,
-                data_used_gb=used,
-                data_refueling_gb=rng.choice([0.0] * 9 + [1.0, 2.0]) if status == "Active" else 0.0,
-                roaming_enabled=rng.random() < 0.5,
-                contract_end_date=contract_end,
-                last_plan_change_date=_random_date(rng, date(2023, 1, 1), date(2025, 2, 1)),
-                last_sim_replacement_date=(_random_date(rng, date(2023, 1, 1), date(2025, 2, 1))
-                                           if rng.random() < 0.3 else None),
-                suspension_start_date=(_random_date(rng, date(2025, 1, 1), date(2025, 2, 24))
-                                       if status == "Suspended" else None),
-            ))
+            lines.append(
+                Line(
+                    line_id=line_id,
+                    phone_number=phone_number(),
+                    status=status,
+                    plan_id=plan.plan_id,
+                    device_id=device_id,
+                    data_used_gb=used,
+                    data_refueling_gb=rng.choice([0.0] * 9 + [1.0, 2.0]) if status == "Active" else 0.0,
+                    roaming_enabled=rng.random() < 0.5,
+                    contract_end_date=contract_end,
+                    last_plan_change_date=_random_date(rng, date(2023, 1, 1), date(2025, 2, 1)),
+                    last_sim_replacement_date=(
+                        _random_date(rng, date(2023, 1, 1), date(2025, 2, 1)) if rng.random() < 0.3 else None
+                    ),
+                    suspension_start_date=(
+                        _random_date(rng, date(2025, 1, 1), date(2025, 2, 24)) if status == "Suspended" else None
+                    ),
+                )
+            )
             line_ids.append(line_id)
 
         bill_ids: list[str] = []
-        customer_lines = lines[len(lines) - n_lines:]
+        customer_lines = lines[len(lines) - n_lines :]
         if customer_lines:
             suspended = any(line.status == "Suspended" for line in customer_lines)
             for months_back in (2, 1, 0, -1):
@@ -380,18 +460,30 @@ def generate_db(seed: int = 0, n_customers: int = 300) -> TelecomDB:
                     items: list[LineItem] = []
                 else:
                     items = [
-                        LineItem(description=f"{plan_by_id[line.plan_id].name} - Line {line.phone_number}",
-                                 amount=plan_by_id[line.plan_id].price_per_month, date=issue, item_type="Plan Charge")
-                        for line in customer_lines if line.status != "Closed"
+                        LineItem(
+                            description=f"{plan_by_id[line.plan_id].name} - Line {line.phone_number}",
+                            amount=plan_by_id[line.plan_id].price_per_month,
+                            date=issue,
+                            item_type="Plan Charge",
+                        )
+                        for line in customer_lines
+                        if line.status != "Closed"
                     ]
                     if rng.random() < 0.15:
-                        items.append(LineItem(description=f"Data Overage - Line {customer_lines[0].phone_number}",
-                                              amount=round(rng.uniform(5, 30), 2), date=issue, item_type="Overage"))
+                        items.append(
+                            LineItem(
+                                description=f"Data Overage - Line {customer_lines[0].phone_number}",
+                                amount=round(rng.uniform(5, 30), 2),
+                                date=issue,
+                                item_type="Overage",
+                            )
+                        )
                     if suspended:
                         items.append(LineItem(description="Suspension Fee", amount=5.0, date=issue, item_type="Fee"))
                     if rng.random() < 0.05:
-                        items.append(LineItem(description="Goodwill credit", amount=-10.0, date=issue,
-                                              item_type="Credit"))
+                        items.append(
+                            LineItem(description="Goodwill credit", amount=-10.0, date=issue, item_type="Credit")
+                        )
                     if months_back == 2:
                         bill_status = "Paid"
                     elif months_back == 1:
@@ -399,40 +491,57 @@ def generate_db(seed: int = 0, n_customers: int = 300) -> TelecomDB:
                     else:
                         roll = rng.random()
                         bill_status = (
-                            "Overdue" if suspended else "Issued" if roll < 0.7 else "Paid" if roll < 0.9
-                            else "Disputed" if roll < 0.96 else "Awaiting Payment"
+                            "Overdue"
+                            if suspended
+                            else "Issued"
+                            if roll < 0.7
+                            else "Paid"
+                            if roll < 0.9
+                            else "Disputed"
+                            if roll < 0.96
+                            else "Awaiting Payment"
                         )
-                bills.append(Bill(
-                    bill_id=bill_id,
-                    customer_id=customer_id,
-                    period_start=period_start,
-                    period_end=month_end(period_start),
-                    issue_date=period_start if months_back == -1 else issue,
-                    total_due=round(sum(i.amount for i in items), 2),
-                    due_date=issue + timedelta(days=14),
-                    line_items=items,
-                    status=bill_status,
-                ))
+                bills.append(
+                    Bill(
+                        bill_id=bill_id,
+                        customer_id=customer_id,
+                        period_start=period_start,
+                        period_end=month_end(period_start),
+                        issue_date=period_start if months_back == -1 else issue,
+                        total_due=round(sum(i.amount for i in items), 2),
+                        due_date=issue + timedelta(days=14),
+                        line_items=items,
+                        status=bill_status,
+                    )
+                )
                 bill_ids.append(bill_id)
 
         dob = _random_date(rng, date(1950, 1, 1), date(2004, 12, 31))
-        customers.append(Customer(
-            customer_id=customer_id,
-            full_name=f"{first} {last}",
-            date_of_birth=dob,
-            email=f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@example.com",
-            phone_number=phone_number(),
-            address=Address(street=f"{rng.randint(1, 999)} {rng.choice(STREETS)}", city=city, state=state,
-                            zip_code=f"{zip_prefix}{rng.randint(100, 999)}"),
-            account_status=account_status,
-            payment_methods=methods,
-            line_ids=line_ids,
-            bill_ids=bill_ids,
-            created_at=datetime.combine(_random_date(rng, date(2019, 1, 1), date(2025, 1, 31)), datetime.min.time())
-            + timedelta(hours=rng.randint(8, 19), minutes=rng.randint(0, 59)),
-            last_extension_date=_random_date(rng, date(2024, 6, 1), date(2025, 2, 1)) if rng.random() < 0.1 else None,
-            goodwill_credit_used_this_year=rng.choice([0.0, 0.0, 0.0, 10.0, 25.0, 50.0]),
-        ))
+        customers.append(
+            Customer(
+                customer_id=customer_id,
+                full_name=f"{first} {last}",
+                date_of_birth=dob,
+                email=f"{first.lower()}.{last.lower()}{rng.randint(1, 99)}@example.com",
+                phone_number=phone_number(),
+                address=Address(
+                    street=f"{rng.randint(1, 999)} {rng.choice(STREETS)}",
+                    city=city,
+                    state=state,
+                    zip_code=f"{zip_prefix}{rng.randint(100, 999)}",
+                ),
+                account_status=account_status,
+                payment_methods=methods,
+                line_ids=line_ids,
+                bill_ids=bill_ids,
+                created_at=datetime.combine(_random_date(rng, date(2019, 1, 1), date(2025, 1, 31)), datetime.min.time())
+                + timedelta(hours=rng.randint(8, 19), minutes=rng.randint(0, 59)),
+                last_extension_date=_random_date(rng, date(2024, 6, 1), date(2025, 2, 1))
+                if rng.random() < 0.1
+                else None,
+                goodwill_credit_used_this_year=rng.choice([0.0, 0.0, 0.0, 10.0, 25.0, 50.0]),
+            )
+        )
     return TelecomDB(plans=plans, customers=customers, lines=lines, bills=bills, devices=devices)
 
 

@@ -73,61 +73,139 @@ def _transfer(t: Target) -> list[Action]:
 
 
 def _overdue(t: Target, contract_ended: bool) -> list[Action]:
-    return [_agent("suspend_line_for_overdue_bill", **_ids(t), new_bill_id=t.new_bill_id,
-                   contract_ended=contract_ended)]
+    return [
+        _agent("suspend_line_for_overdue_bill", **_ids(t), new_bill_id=t.new_bill_id, contract_ended=contract_ended)
+    ]
 
 
 _BREAKS = [
     Break("airplane_mode_on", lambda t: [_user("turn_airplane_mode_on")], lambda t: [_user("toggle_airplane_mode")], 0),
-    Break("break_apn_settings", lambda t: [_user("break_apn_settings")],
-          lambda t: [_user("reset_apn_settings"), _user("reboot_device")], 1),
-    Break("overdue_bill_suspension", lambda t: _overdue(t, False),
-          lambda t: [_agent("send_payment_request", customer_id=t.customer_id, bill_id=t.new_bill_id),
-                     _user("make_payment"), _agent("resume_line", **_ids(t)), _user("reboot_device")],
-          2, group="suspension"),
+    Break(
+        "break_apn_settings",
+        lambda t: [_user("break_apn_settings")],
+        lambda t: [_user("reset_apn_settings"), _user("reboot_device")],
+        1,
+    ),
+    Break(
+        "overdue_bill_suspension",
+        lambda t: _overdue(t, False),
+        lambda t: [
+            _agent("send_payment_request", customer_id=t.customer_id, bill_id=t.new_bill_id),
+            _user("make_payment"),
+            _agent("resume_line", **_ids(t)),
+            _user("reboot_device"),
+        ],
+        2,
+        group="suspension",
+    ),
     Break("contract_end_suspension", lambda t: _overdue(t, True), _transfer, 99, fixable=False, group="suspension"),
     Break("unseat_sim_card", lambda t: [_user("unseat_sim_card")], lambda t: [_user("reseat_sim_card")], 3),
-    Break("lock_sim_card_pin", lambda t: [_user("lock_sim_card", mode="pin")], _transfer, 99, fixable=False,
-          group="lock"),
-    Break("lock_sim_card_puk", lambda t: [_user("lock_sim_card", mode="puk")], _transfer, 99, fixable=False,
-          group="lock"),
-    Break("bad_network_preference", lambda t: [_user("set_network_mode_preference", mode="2g_only")],
-          lambda t: [_user("set_network_mode_preference", mode="4g_5g_preferred")], 4, group="mode"),
-    Break("bad_network_preference_3g", lambda t: [_user("set_network_mode_preference", mode="3g_only")],
-          lambda t: [_user("set_network_mode_preference", mode="4g_5g_preferred")], 4, group="mode"),
+    Break(
+        "lock_sim_card_pin", lambda t: [_user("lock_sim_card", mode="pin")], _transfer, 99, fixable=False, group="lock"
+    ),
+    Break(
+        "lock_sim_card_puk", lambda t: [_user("lock_sim_card", mode="puk")], _transfer, 99, fixable=False, group="lock"
+    ),
+    Break(
+        "bad_network_preference",
+        lambda t: [_user("set_network_mode_preference", mode="2g_only")],
+        lambda t: [_user("set_network_mode_preference", mode="4g_5g_preferred")],
+        4,
+        group="mode",
+    ),
+    Break(
+        "bad_network_preference_3g",
+        lambda t: [_user("set_network_mode_preference", mode="3g_only")],
+        lambda t: [_user("set_network_mode_preference", mode="4g_5g_preferred")],
+        4,
+        group="mode",
+    ),
     Break("data_mode_off", lambda t: [_user("turn_data_off")], lambda t: [_user("toggle_data")], 5),
-    Break("user_abroad_roaming_enabled_off",
-          lambda t: [_user("set_user_location", abroad=True), _user("turn_roaming_off"),
-                     _agent("enable_roaming", **_ids(t))],
-          lambda t: [_user("toggle_roaming")], 6, group="roaming"),
-    Break("user_abroad_roaming_disabled_on",
-          lambda t: [_user("set_user_location", abroad=True), _user("turn_roaming_on"),
-                     _agent("disable_roaming", **_ids(t))],
-          lambda t: [_agent("enable_roaming", **_ids(t))], 6, group="roaming"),
-    Break("user_abroad_roaming_disabled_off",
-          lambda t: [_user("set_user_location", abroad=True), _user("turn_roaming_off"),
-                     _agent("disable_roaming", **_ids(t))],
-          lambda t: [_agent("enable_roaming", **_ids(t)), _user("toggle_roaming")], 6, group="roaming"),
-    Break("data_saver_mode_on", lambda t: [_user("turn_data_saver_mode_on")],
-          lambda t: [_user("toggle_data_saver_mode")], 7),
+    Break(
+        "user_abroad_roaming_enabled_off",
+        lambda t: [
+            _user("set_user_location", abroad=True),
+            _user("turn_roaming_off"),
+            _agent("enable_roaming", **_ids(t)),
+        ],
+        lambda t: [_user("toggle_roaming")],
+        6,
+        group="roaming",
+    ),
+    Break(
+        "user_abroad_roaming_disabled_on",
+        lambda t: [
+            _user("set_user_location", abroad=True),
+            _user("turn_roaming_on"),
+            _agent("disable_roaming", **_ids(t)),
+        ],
+        lambda t: [_agent("enable_roaming", **_ids(t))],
+        6,
+        group="roaming",
+    ),
+    Break(
+        "user_abroad_roaming_disabled_off",
+        lambda t: [
+            _user("set_user_location", abroad=True),
+            _user("turn_roaming_off"),
+            _agent("disable_roaming", **_ids(t)),
+        ],
+        lambda t: [_agent("enable_roaming", **_ids(t)), _user("toggle_roaming")],
+        6,
+        group="roaming",
+    ),
+    Break(
+        "data_saver_mode_on",
+        lambda t: [_user("turn_data_saver_mode_on")],
+        lambda t: [_user("toggle_data_saver_mode")],
+        7,
+    ),
     Break("bad_vpn", lambda t: [_user("break_vpn")], lambda t: [_user("disconnect_vpn")], 8),
-    Break("data_usage_exceeded", lambda t: [_agent("set_data_usage", **_ids(t), data_used_gb=_over_limit(t))],
-          lambda t: [_agent("refuel_data", **_ids(t), gb_amount=REFUEL_GB)], 9),
-    Break("bad_wifi_calling", lambda t: [_user("set_wifi_calling", enabled=True, mms_over_wifi=True)],
-          lambda t: [_user("toggle_wifi_calling")], 10),
-    Break("break_apn_mms_setting", lambda t: [_user("break_apn_mms_setting")],
-          lambda t: [_user("reset_apn_settings"), _user("reboot_device")], 11),
-    Break("break_app_storage_permission",
-          lambda t: [_user("remove_app_permission", app_name="messaging", permission="storage")],
-          lambda t: [_user("grant_app_permission", app_name="messaging", permission="storage")], 12, group="app"),
-    Break("break_app_sms_permission",
-          lambda t: [_user("remove_app_permission", app_name="messaging", permission="sms")],
-          lambda t: [_user("grant_app_permission", app_name="messaging", permission="sms")], 12, group="app"),
-    Break("break_app_both_permissions",
-          lambda t: [_user("remove_app_permission", app_name="messaging", permission="sms"),
-                     _user("remove_app_permission", app_name="messaging", permission="storage")],
-          lambda t: [_user("grant_app_permission", app_name="messaging", permission="sms"),
-                     _user("grant_app_permission", app_name="messaging", permission="storage")], 12, group="app"),
+    Break(
+        "data_usage_exceeded",
+        lambda t: [_agent("set_data_usage", **_ids(t), data_used_gb=_over_limit(t))],
+        lambda t: [_agent("refuel_data", **_ids(t), gb_amount=REFUEL_GB)],
+        9,
+    ),
+    Break(
+        "bad_wifi_calling",
+        lambda t: [_user("set_wifi_calling", enabled=True, mms_over_wifi=True)],
+        lambda t: [_user("toggle_wifi_calling")],
+        10,
+    ),
+    Break(
+        "break_apn_mms_setting",
+        lambda t: [_user("break_apn_mms_setting")],
+        lambda t: [_user("reset_apn_settings"), _user("reboot_device")],
+        11,
+    ),
+    Break(
+        "break_app_storage_permission",
+        lambda t: [_user("remove_app_permission", app_name="messaging", permission="storage")],
+        lambda t: [_user("grant_app_permission", app_name="messaging", permission="storage")],
+        12,
+        group="app",
+    ),
+    Break(
+        "break_app_sms_permission",
+        lambda t: [_user("remove_app_permission", app_name="messaging", permission="sms")],
+        lambda t: [_user("grant_app_permission", app_name="messaging", permission="sms")],
+        12,
+        group="app",
+    ),
+    Break(
+        "break_app_both_permissions",
+        lambda t: [
+            _user("remove_app_permission", app_name="messaging", permission="sms"),
+            _user("remove_app_permission", app_name="messaging", permission="storage"),
+        ],
+        lambda t: [
+            _user("grant_app_permission", app_name="messaging", permission="sms"),
+            _user("grant_app_permission", app_name="messaging", permission="storage"),
+        ],
+        12,
+        group="app",
+    ),
 ]
 BREAKS = {b.name: b for b in _BREAKS}
 
@@ -139,8 +217,11 @@ def _service(status: str) -> Callable[[Target], list[dict[str, Any]]]:
 def _fast_data(t: Target) -> list[dict[str, Any]]:
     return [
         {"function": "assert_mobile_data_status", "arguments": {"expected_status": True}, "expected": True},
-        {"function": "assert_internet_speed", "arguments": {"expected_speed": 200, "expected_desc": "excellent"},
-         "expected": True},
+        {
+            "function": "assert_internet_speed",
+            "arguments": {"expected_speed": 200, "expected_desc": "excellent"},
+            "expected": True,
+        },
     ]
 
 
@@ -157,45 +238,105 @@ class Goal:
 
 
 GOALS = [
-    Goal("no_service", ["airplane_mode_on", "unseat_sim_card", "break_apn_settings"],
-         ["airplane_mode_on", "unseat_sim_card", "break_apn_settings"], _service("connected"),
-         "No service: have the user turn airplane mode off, reseat the SIM, then reset the APN settings and reboot."),
-    Goal("mobile_data", ["airplane_mode_on", "data_mode_off", "bad_network_preference", "bad_network_preference_3g",
-                         "data_saver_mode_on", "bad_vpn"],
-         ["airplane_mode_on", "data_mode_off", "bad_network_preference", "data_saver_mode_on", "bad_vpn"], _fast_data,
-         "Mobile data missing or slow: restore service, then mobile data, the 4G/5G network mode, Data Saver off and a "
-         "slow VPN disconnected, until the speed test is excellent."),
-    Goal("mms", ["bad_wifi_calling", "break_apn_mms_setting", "break_app_storage_permission",
-                 "break_app_sms_permission", "break_app_both_permissions"],
-         ["airplane_mode_on", "data_mode_off", "bad_network_preference", "unseat_sim_card", "bad_wifi_calling",
-          "break_apn_mms_setting", "break_app_storage_permission"],
-         lambda t: [{"function": "assert_can_send_mms", "arguments": {"expected_status": True}, "expected": True}],
-         "MMS: needs service and mobile data, a network above 2G, Wi-Fi Calling off, an MMSC URL (reset APN + reboot) "
-         "and the messaging app's sms and storage permissions."),
-    Goal("roaming_abroad", ["user_abroad_roaming_enabled_off", "user_abroad_roaming_disabled_on",
-                            "user_abroad_roaming_disabled_off"], ["airplane_mode_on", "data_mode_off"], _fast_data,
-         "Abroad: the phone's data roaming must be on and the line must be roaming-enabled; enable line roaming at no "
-         "cost.", max_extras=1),
-    Goal("overdue_bill_suspension", ["overdue_bill_suspension"], ["airplane_mode_on", "unseat_sim_card"],
-         lambda t: [*_service("connected")(t), {"function": "assert_no_overdue_bill",
-                                                "arguments": {"overdue_bill_id": t.new_bill_id}, "expected": True}],
-         "Line suspended for an overdue bill: confirm it is overdue, send a payment request, confirm it is paid, "
-         "resume the line and have the user reboot.", max_extras=1, extra_fields=lambda t: {"bill_id": t.new_bill_id}),
-    Goal("data_refuel", ["data_usage_exceeded"], ["data_mode_off", "data_saver_mode_on"],
-         lambda t: [{"function": "assert_data_refueling_amount",
-                     "arguments": {**_ids(t), "expected_amount": t.line.data_refueling_gb + REFUEL_GB},
-                     "expected": True},
-                    {"function": "assert_mobile_data_status", "arguments": {"expected_status": True},
-                     "expected": True}],
-         f"Data allowance used up: refuel at most {REFUEL_GB:g} GB at the plan's price per GB, after the user agrees "
-         "to the price.", max_extras=1, low_data_plan=True),
-    Goal("locked_sim_transfer", ["lock_sim_card_pin", "lock_sim_card_puk"],
-         ["airplane_mode_on", "unseat_sim_card", "break_apn_settings"], _service("no_service"),
-         "A SIM locked by PIN or PUK cannot be unlocked by support: transfer to a human agent."),
-    Goal("contract_end_suspension", ["contract_end_suspension"], ["airplane_mode_on", "unseat_sim_card"],
-         _service("no_service"),
-         "A line suspended after its contract ended may not be resumed, even once paid: transfer to a human agent.",
-         max_extras=1, extra_fields=lambda t: {"bill_id": t.new_bill_id}),
+    Goal(
+        "no_service",
+        ["airplane_mode_on", "unseat_sim_card", "break_apn_settings"],
+        ["airplane_mode_on", "unseat_sim_card", "break_apn_settings"],
+        _service("connected"),
+        "No service: have the user turn airplane mode off, reseat the SIM, then reset the APN settings and reboot.",
+    ),
+    Goal(
+        "mobile_data",
+        [
+            "airplane_mode_on",
+            "data_mode_off",
+            "bad_network_preference",
+            "bad_network_preference_3g",
+            "data_saver_mode_on",
+            "bad_vpn",
+        ],
+        ["airplane_mode_on", "data_mode_off", "bad_network_preference", "data_saver_mode_on", "bad_vpn"],
+        _fast_data,
+        "Mobile data missing or slow: restore service, then mobile data, the 4G/5G network mode, Data Saver off and a "
+        "slow VPN disconnected, until the speed test is excellent.",
+    ),
+    Goal(
+        "mms",
+        [
+            "bad_wifi_calling",
+            "break_apn_mms_setting",
+            "break_app_storage_permission",
+            "break_app_sms_permission",
+            "break_app_both_permissions",
+        ],
+        [
+            "airplane_mode_on",
+            "data_mode_off",
+            "bad_network_preference",
+            "unseat_sim_card",
+            "bad_wifi_calling",
+            "break_apn_mms_setting",
+            "break_app_storage_permission",
+        ],
+        lambda t: [{"function": "assert_can_send_mms", "arguments": {"expected_status": True}, "expected": True}],
+        "MMS: needs service and mobile data, a network above 2G, Wi-Fi Calling off, an MMSC URL (reset APN + reboot) "
+        "and the messaging app's sms and storage permissions.",
+    ),
+    Goal(
+        "roaming_abroad",
+        ["user_abroad_roaming_enabled_off", "user_abroad_roaming_disabled_on", "user_abroad_roaming_disabled_off"],
+        ["airplane_mode_on", "data_mode_off"],
+        _fast_data,
+        "Abroad: the phone's data roaming must be on and the line must be roaming-enabled; enable line roaming at no "
+        "cost.",
+        max_extras=1,
+    ),
+    Goal(
+        "overdue_bill_suspension",
+        ["overdue_bill_suspension"],
+        ["airplane_mode_on", "unseat_sim_card"],
+        lambda t: [
+            *_service("connected")(t),
+            {"function": "assert_no_overdue_bill", "arguments": {"overdue_bill_id": t.new_bill_id}, "expected": True},
+        ],
+        "Line suspended for an overdue bill: confirm it is overdue, send a payment request, confirm it is paid, "
+        "resume the line and have the user reboot.",
+        max_extras=1,
+        extra_fields=lambda t: {"bill_id": t.new_bill_id},
+    ),
+    Goal(
+        "data_refuel",
+        ["data_usage_exceeded"],
+        ["data_mode_off", "data_saver_mode_on"],
+        lambda t: [
+            {
+                "function": "assert_data_refueling_amount",
+                "arguments": {**_ids(t), "expected_amount": t.line.data_refueling_gb + REFUEL_GB},
+                "expected": True,
+            },
+            {"function": "assert_mobile_data_status", "arguments": {"expected_status": True}, "expected": True},
+        ],
+        f"Data allowance used up: refuel at most {REFUEL_GB:g} GB at the plan's price per GB, after the user agrees "
+        "to the price.",
+        max_extras=1,
+        low_data_plan=True,
+    ),
+    Goal(
+        "locked_sim_transfer",
+        ["lock_sim_card_pin", "lock_sim_card_puk"],
+        ["airplane_mode_on", "unseat_sim_card", "break_apn_settings"],
+        _service("no_service"),
+        "A SIM locked by PIN or PUK cannot be unlocked by support: transfer to a human agent.",
+    ),
+    Goal(
+        "contract_end_suspension",
+        ["contract_end_suspension"],
+        ["airplane_mode_on", "unseat_sim_card"],
+        _service("no_service"),
+        "A line suspended after its contract ended may not be resumed, even once paid: transfer to a human agent.",
+        max_extras=1,
+        extra_fields=lambda t: {"bill_id": t.new_bill_id},
+    ),
 ]
 
 
@@ -283,9 +424,14 @@ def _sampler(goal: Goal) -> ScenarioSampler:
             },
             allowed=allowed,
             policy_rule=goal.policy_rule,
-            notes=(f"breaks {names} on line {line.line_id} ({line.phone_number}) of {customer_id}; "
-                   + ("fixable by the user's device actions and the agent's tools" if allowed
-                      else "not fixable under the policy: the agent should transfer to a human agent")),
+            notes=(
+                f"breaks {names} on line {line.line_id} ({line.phone_number}) of {customer_id}; "
+                + (
+                    "fixable by the user's device actions and the agent's tools"
+                    if allowed
+                    else "not fixable under the policy: the agent should transfer to a human agent"
+                )
+            ),
         )
 
     return sample
@@ -305,7 +451,8 @@ def action_calls(actions_json: str) -> list[pb.ToolCall]:
 def state_assertions(assertions_json: str) -> list[pb.StateAssertion]:
     """The checker assertions for a scenario's `assertions` entity."""
     return [
-        pb.StateAssertion(function=a["function"], arguments_json=json.dumps(a["arguments"]),
-                          expected_json=json.dumps(a["expected"]))
+        pb.StateAssertion(
+            function=a["function"], arguments_json=json.dumps(a["arguments"]), expected_json=json.dumps(a["expected"])
+        )
         for a in json.loads(assertions_json)
     ]

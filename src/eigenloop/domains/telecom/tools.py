@@ -171,8 +171,12 @@ def get_customer_by_name(
 @tool(kind=ToolKind.READ)
 def get_details_by_id(
     db: TelecomDB,
-    id: Annotated[str, Field(description="A line (L...), device (D...), bill (B...), customer (C...) or plan (P...) id",
-                             max_length=32)],
+    id: Annotated[
+        str,
+        Field(
+            description="A line (L...), device (D...), bill (B...), customer (C...) or plan (P...) id", max_length=32
+        ),
+    ],
 ) -> Line | Device | Bill | Customer | Plan:
     """Look up any record by its id; the first letter says what it is (L line, D device, B bill, C customer, P plan)."""
     if id.startswith("L"):
@@ -292,22 +296,37 @@ def refuel_data(
     customer, line = db.customers[ci], db.lines[li]
     plan = _plan(db, line.plan_id)
     charge = round(gb_amount * plan.data_refueling_price_per_gb, 2)
-    item = LineItem(description=f"Data refueling {gb_amount:g} GB - Line {line.phone_number}", amount=charge,
-                    date=TODAY, item_type="Charge")
+    item = LineItem(
+        description=f"Data refueling {gb_amount:g} GB - Line {line.phone_number}",
+        amount=charge,
+        date=TODAY,
+        item_type="Charge",
+    )
     draft = next((b.bill_id for b in _customer_bills(db, customer) if b.status == "Draft"), None)
     # Every check has passed: change the line, then the bill.
     line = _set_line(db, li, data_refueling_gb=line.data_refueling_gb + gb_amount)
     if draft is not None:
         bi = _bill_at(db, draft)
         bill = db.bills[bi]
-        db.bills[bi] = bill.model_copy(update={"line_items": [*bill.line_items, item],
-                                               "total_due": round(bill.total_due + charge, 2)})
+        db.bills[bi] = bill.model_copy(
+            update={"line_items": [*bill.line_items, item], "total_due": round(bill.total_due + charge, 2)}
+        )
     else:
         bill_id = _new_bill_id(db, customer_id)
         start = month_start(TODAY, 1)
-        db.bills.append(Bill(bill_id=bill_id, customer_id=customer_id, period_start=start, period_end=month_end(start),
-                             issue_date=start, total_due=charge, due_date=start + timedelta(days=14),
-                             line_items=[item], status="Draft"))
+        db.bills.append(
+            Bill(
+                bill_id=bill_id,
+                customer_id=customer_id,
+                period_start=start,
+                period_end=month_end(start),
+                issue_date=start,
+                total_due=charge,
+                due_date=start + timedelta(days=14),
+                line_items=[item],
+                status="Draft",
+            )
+        )
         db.customers[ci] = customer.model_copy(update={"bill_ids": [*customer.bill_ids, bill_id]})
     return {
         "message": f"Successfully added {gb_amount:g} GB of data to line {line_id} for ${charge:.2f}",
@@ -371,8 +390,12 @@ def mobile_data_working(user: TelecomUserDB) -> bool:
     return not around.mobile_data_usage_exceeded
 
 
-SPEED_RANGES: dict[str, tuple[float, float]] = {"2G": (0.1, 0.4), "3G": (1.0, 5.0), "4G": (10.0, 100.0),
-                                                "5G": (50.0, 500.0)}
+SPEED_RANGES: dict[str, tuple[float, float]] = {
+    "2G": (0.1, 0.4),
+    "3G": (1.0, 5.0),
+    "4G": (10.0, 100.0),
+    "5G": (50.0, 500.0),
+}
 SIGNAL_FACTORS: dict[str, float] = {"none": 0.0, "poor": 0.2, "fair": 0.5, "good": 0.8, "excellent": 1.0}
 
 
@@ -388,8 +411,17 @@ def speed(user: TelecomUserDB) -> tuple[float | None, str]:
         base *= 0.2
     low, high = SPEED_RANGES.get(device.network_technology_connected, (0.0, 0.0))
     mbps = (low + high) / 2 * SIGNAL_FACTORS[device.network_signal_strength] * base
-    label = ("Very Poor" if mbps < 1 else "Poor" if mbps < 5 else "Fair" if mbps < 25 else "Good" if mbps < 100
-             else "Excellent")
+    label = (
+        "Very Poor"
+        if mbps < 1
+        else "Poor"
+        if mbps < 5
+        else "Fair"
+        if mbps < 25
+        else "Good"
+        if mbps < 100
+        else "Excellent"
+    )
     return mbps, label
 
 
@@ -405,8 +437,13 @@ def mms_working(user: TelecomUserDB) -> bool:
     return messaging is not None and messaging.permissions.sms and messaging.permissions.storage
 
 
-SIGNAL_ICONS = {"none": "📵 No Signal", "poor": "📶¹ Poor", "fair": "📶² Fair", "good": "📶³ Good",
-                "excellent": "📶⁴ Excellent"}
+SIGNAL_ICONS = {
+    "none": "📵 No Signal",
+    "poor": "📶¹ Poor",
+    "fair": "📶² Fair",
+    "good": "📶³ Good",
+    "excellent": "📶⁴ Excellent",
+}
 
 
 def status_bar(user: TelecomUserDB) -> str:
@@ -460,17 +497,19 @@ def check_status_bar(user: TelecomUserDB) -> str:
 def check_network_status(user: TelecomUserDB) -> str:
     """(On your phone) Check the connection: airplane mode, SIM, cellular status and signal, data, roaming, Wi-Fi."""
     d = user.device
-    return "\n".join([
-        f"Airplane Mode: {'ON' if d.airplane_mode else 'OFF'}",
-        f"SIM Card Status: {sim_status(user)}",
-        f"Cellular Connection: {d.network_connection_status}",
-        f"Cellular Signal: {d.network_signal_strength}",
-        f"Cellular Network Type: {d.network_technology_connected}",
-        f"Mobile Data Enabled: {'Yes' if d.data_enabled else 'No'}",
-        f"Data Roaming Enabled: {'Yes' if d.roaming_enabled else 'No'}",
-        f"Wi-Fi Radio: {'ON' if d.wifi_enabled else 'OFF'}",
-        f"Wi-Fi Connected: {d.wifi_ssid if d.wifi_connected else 'No'}",
-    ])
+    return "\n".join(
+        [
+            f"Airplane Mode: {'ON' if d.airplane_mode else 'OFF'}",
+            f"SIM Card Status: {sim_status(user)}",
+            f"Cellular Connection: {d.network_connection_status}",
+            f"Cellular Signal: {d.network_signal_strength}",
+            f"Cellular Network Type: {d.network_technology_connected}",
+            f"Mobile Data Enabled: {'Yes' if d.data_enabled else 'No'}",
+            f"Data Roaming Enabled: {'Yes' if d.roaming_enabled else 'No'}",
+            f"Wi-Fi Radio: {'ON' if d.wifi_enabled else 'OFF'}",
+            f"Wi-Fi Connected: {d.wifi_ssid if d.wifi_connected else 'No'}",
+        ]
+    )
 
 
 @tool(kind=ToolKind.READ, side=Side.USER)
@@ -492,9 +531,12 @@ def run_speed_test(user: TelecomUserDB) -> str:
 def check_sim_status(user: TelecomUserDB) -> str:
     """(On your phone) Check the SIM card: active, missing, or locked by PIN or PUK."""
     status = sim_status(user)
-    text = {"active": "Your SIM card is active and working.", "missing": "No SIM card detected in the phone.",
-            "locked_pin": "The SIM card is locked with a PIN code.",
-            "locked_puk": "The SIM card is locked with a PUK code."}
+    text = {
+        "active": "Your SIM card is active and working.",
+        "missing": "No SIM card detected in the phone.",
+        "locked_pin": "The SIM card is locked with a PIN code.",
+        "locked_puk": "The SIM card is locked with a PUK code.",
+    }
     return text[status]
 
 
@@ -537,8 +579,10 @@ def check_vpn_status(user: TelecomUserDB) -> str:
     details = d.vpn_details
     if details is None:
         return "VPN is ON and connected."
-    return (f"VPN is ON and connected to {details.server_address} ({details.protocol}); "
-            f"server performance: {details.server_performance}.")
+    return (
+        f"VPN is ON and connected to {details.server_address} ({details.protocol}); "
+        f"server performance: {details.server_performance}."
+    )
 
 
 @tool(kind=ToolKind.READ, side=Side.USER)
@@ -687,8 +731,9 @@ def connect_vpn(user: TelecomUserDB) -> str:
         return _done(user, "VPN is already connected.")
     device.vpn_enabled_setting = True
     device.vpn_connected = True
-    device.vpn_details = VpnDetails(server_address="vpn.default.example:1194", protocol="OpenVPN",
-                                    server_performance="excellent")
+    device.vpn_details = VpnDetails(
+        server_address="vpn.default.example:1194", protocol="OpenVPN", server_performance="excellent"
+    )
     return _done(user, "VPN connected.")
 
 
@@ -862,8 +907,9 @@ def break_vpn(state: DomainState) -> None:
     device = _parts(state)[1].device
     device.vpn_enabled_setting = True
     device.vpn_connected = True
-    device.vpn_details = VpnDetails(server_address="vpn.far-away.example:1194", protocol="OpenVPN",
-                                    server_performance="poor")
+    device.vpn_details = VpnDetails(
+        server_address="vpn.far-away.example:1194", protocol="OpenVPN", server_performance="poor"
+    )
 
 
 def set_wifi_calling(state: DomainState, enabled: bool, mms_over_wifi: bool = False) -> None:
@@ -906,11 +952,24 @@ def suspend_line_for_overdue_bill(
     plan = _plan(db, line.plan_id)
     start = month_start(TODAY, -1)
     issue = month_end(start) + timedelta(days=1)
-    bill = Bill(bill_id=new_bill_id, customer_id=customer_id, period_start=start, period_end=month_end(start),
-                issue_date=issue, total_due=plan.price_per_month, due_date=issue + timedelta(days=14),
-                line_items=[LineItem(description=f"{plan.name} - Line {line.phone_number}",
-                                     amount=plan.price_per_month, date=issue, item_type="Plan Charge")],
-                status="Overdue")
+    bill = Bill(
+        bill_id=new_bill_id,
+        customer_id=customer_id,
+        period_start=start,
+        period_end=month_end(start),
+        issue_date=issue,
+        total_due=plan.price_per_month,
+        due_date=issue + timedelta(days=14),
+        line_items=[
+            LineItem(
+                description=f"{plan.name} - Line {line.phone_number}",
+                amount=plan.price_per_month,
+                date=issue,
+                item_type="Plan Charge",
+            )
+        ],
+        status="Overdue",
+    )
     db.bills.append(bill)
     customer = db.customers[ci]
     db.customers[ci] = customer.model_copy(update={"bill_ids": [*customer.bill_ids, new_bill_id]})
@@ -928,8 +987,9 @@ def _setup(fn: Callable[..., None]) -> Callable[..., None]:
         p.name: (hints[p.name], ... if p.default is inspect.Parameter.empty else p.default)
         for p in list(inspect.signature(fn).parameters.values())[1:]
     }
-    arguments_model = create_model(f"{fn.__name__}_setup_arguments", __config__=ConfigDict(strict=True, extra="forbid"),
-                                   **fields)
+    arguments_model = create_model(
+        f"{fn.__name__}_setup_arguments", __config__=ConfigDict(strict=True, extra="forbid"), **fields
+    )
 
     @functools.wraps(fn)
     def run(state: DomainState, **arguments: Any) -> None:
@@ -944,10 +1004,26 @@ def _setup(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 _SETUP: list[Callable[..., None]] = [
-    set_user_info, set_user_location, turn_airplane_mode_on, turn_airplane_mode_off, turn_data_on, turn_data_off,
-    turn_roaming_on, turn_roaming_off, turn_data_saver_mode_on, turn_data_saver_mode_off, unseat_sim_card,
-    lock_sim_card, break_apn_settings, break_apn_mms_setting, break_vpn, set_wifi_calling, remove_app_permission,
-    simulate_network_search, set_data_usage, suspend_line_for_overdue_bill,
+    set_user_info,
+    set_user_location,
+    turn_airplane_mode_on,
+    turn_airplane_mode_off,
+    turn_data_on,
+    turn_data_off,
+    turn_roaming_on,
+    turn_roaming_off,
+    turn_data_saver_mode_on,
+    turn_data_saver_mode_off,
+    unseat_sim_card,
+    lock_sim_card,
+    break_apn_settings,
+    break_apn_mms_setting,
+    break_vpn,
+    set_wifi_calling,
+    remove_app_permission,
+    simulate_network_search,
+    set_data_usage,
+    suspend_line_for_overdue_bill,
 ]
 SETUP_FUNCTIONS: dict[str, Callable[..., None]] = {fn.__name__: _setup(fn) for fn in _SETUP}
 
@@ -1029,24 +1105,67 @@ def assert_mobile_data_usage_exceeded(state: DomainState, expected_status: bool)
 
 
 _ASSERTIONS: list[Callable[..., bool]] = [
-    assert_data_refueling_amount, assert_line_status, assert_overdue_bill_exists, assert_no_overdue_bill,
-    assert_service_status, assert_mobile_data_status, assert_internet_speed, assert_internet_not_excellent,
-    assert_can_send_mms, assert_airplane_mode_status, assert_mobile_roaming_status,
-    assert_mobile_data_saver_mode_status, assert_mobile_data_usage_exceeded,
+    assert_data_refueling_amount,
+    assert_line_status,
+    assert_overdue_bill_exists,
+    assert_no_overdue_bill,
+    assert_service_status,
+    assert_mobile_data_status,
+    assert_internet_speed,
+    assert_internet_not_excellent,
+    assert_can_send_mms,
+    assert_airplane_mode_status,
+    assert_mobile_roaming_status,
+    assert_mobile_data_saver_mode_status,
+    assert_mobile_data_usage_exceeded,
 ]
 ASSERTIONS: dict[str, Callable[..., bool]] = {fn.__name__: fn for fn in _ASSERTIONS}
 
 AGENT_TOOLS: list[Any] = [
-    get_customer_by_phone, get_customer_by_id, get_customer_by_name, get_details_by_id, get_bills_for_customer,
-    get_data_usage, suspend_line, resume_line, send_payment_request, enable_roaming, disable_roaming, refuel_data,
+    get_customer_by_phone,
+    get_customer_by_id,
+    get_customer_by_name,
+    get_details_by_id,
+    get_bills_for_customer,
+    get_data_usage,
+    suspend_line,
+    resume_line,
+    send_payment_request,
+    enable_roaming,
+    disable_roaming,
+    refuel_data,
     transfer_to_human_agents,
 ]
 USER_TOOLS: list[Any] = [
-    check_status_bar, check_network_status, check_network_mode_preference, run_speed_test, check_sim_status,
-    check_data_restriction_status, check_apn_settings, check_wifi_status, check_wifi_calling_status, check_vpn_status,
-    check_installed_apps, check_app_status, check_app_permissions, can_send_mms, check_payment_request,
-    toggle_airplane_mode, set_network_mode_preference, reseat_sim_card, toggle_data, toggle_roaming,
-    toggle_data_saver_mode, set_apn_settings, reset_apn_settings, toggle_wifi, toggle_wifi_calling, connect_vpn,
-    disconnect_vpn, grant_app_permission, reboot_device, make_payment,
+    check_status_bar,
+    check_network_status,
+    check_network_mode_preference,
+    run_speed_test,
+    check_sim_status,
+    check_data_restriction_status,
+    check_apn_settings,
+    check_wifi_status,
+    check_wifi_calling_status,
+    check_vpn_status,
+    check_installed_apps,
+    check_app_status,
+    check_app_permissions,
+    can_send_mms,
+    check_payment_request,
+    toggle_airplane_mode,
+    set_network_mode_preference,
+    reseat_sim_card,
+    toggle_data,
+    toggle_roaming,
+    toggle_data_saver_mode,
+    set_apn_settings,
+    reset_apn_settings,
+    toggle_wifi,
+    toggle_wifi_calling,
+    connect_vpn,
+    disconnect_vpn,
+    grant_app_permission,
+    reboot_device,
+    make_payment,
 ]
 TOOLS: list[Any] = AGENT_TOOLS + USER_TOOLS
