@@ -172,17 +172,35 @@ def test_components_outside_the_basis_are_diagnostics() -> None:
     )
 
 
-def test_unchecked_components_are_checker_errors_never_passes() -> None:
+def test_unjudged_components_are_listed_unchecked_never_passed() -> None:
     session = EnvSession(TOY)
-    for checker in [
-        pb.Checker(nl_assertions=["agent was polite"], reward_basis=[pb.REWARD_COMPONENT_NL_ASSERTION]),
-        pb.Checker(python=pb.PythonChecker(source="def check(s, m): return 1.0")),
+    checker = pb.Checker(
+        nl_assertions=["agent was polite"], reward_basis=[pb.REWARD_COMPONENT_STATE, pb.REWARD_COMPONENT_NL_ASSERTION]
+    )
+    reward = session.evaluate([], checker)
+    assert list(reward.unchecked) == [pb.REWARD_COMPONENT_NL_ASSERTION]
+    nl = next(b for b in reward.breakdown if b.component == pb.REWARD_COMPONENT_NL_ASSERTION)
+    assert not nl.checked and nl.value == 0.0
+    assert not reward.checker_error
+
+
+@pytest.mark.parametrize(
+    "checker",
+    [
         pb.Checker(assertions=[pb.StateAssertion(function="assert_nothing")]),
-        pb.Checker(reward_basis=[pb.REWARD_COMPONENT_COMMUNICATE]),
-    ]:
-        reward = session.evaluate([], checker)
-        assert reward.checker_error, checker
-        assert reward.value == 0.0
+        pb.Checker(assertions=[pb.StateAssertion(function="assert_order_status", arguments_json='{"bad": 1}')]),
+    ],
+    ids=["unknown-assertion", "assertion-raises"],
+)
+def test_broken_checkers_are_checker_errors_with_value_zero(checker: pb.Checker) -> None:
+    reward = EnvSession(TOY).evaluate([], checker)
+    assert reward.checker_error and reward.value == 0.0 and reward.failure_reason
+
+
+def test_a_basis_component_with_nothing_to_check_holds_as_in_tau2() -> None:
+    reward = EnvSession(TOY).evaluate([], pb.Checker(reward_basis=[pb.REWARD_COMPONENT_COMMUNICATE]))
+    assert reward.value == 1.0 and not reward.checker_error
+    assert [b.detail for b in reward.breakdown if b.in_basis] == ["REWARD_COMPONENT_COMMUNICATE: nothing required"]
 
 
 def test_evaluation_is_deterministic() -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from google.protobuf import json_format
+
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains.base import Domain, DomainState, ToolKind
 from eigenloop.protocol import arguments_of
@@ -30,6 +32,8 @@ class Component:
     value: float
     detail: str
     checked: bool = True
+    # The checker failed to run (crash, timeout, unknown function): the whole reward is void.
+    error: bool = False
 
 
 def evaluate_checker(
@@ -42,15 +46,11 @@ def evaluate_checker(
     calls: Sequence[pb.ToolCall],
     messages: Sequence[pb.Message],
 ) -> pb.Reward:
-    final = final_state.to_dict()
     final_hash = final_state.hash()
-    expected_hash, expected = _expected_state(
-        domain,
-        initial.SerializeToString(deterministic=True),
-        seed,
-        tuple(c.SerializeToString(deterministic=True) for c in checker.gold_actions),
-    )
-    components = [_state(final, final_hash, expected, expected_hash)]
+    gold = tuple(c.SerializeToString(deterministic=True) for c in checker.gold_actions)
+    expected_hash, expected = _expected_state(domain, initial.SerializeToString(deterministic=True), seed, gold)
+    matches = final_hash == expected_hash
+    components = [_state(matches, final_state, expected)]
     if checker.required_actions or checker.forbidden_actions:
         components.append(_actions(checker, calls))
     if checker.communicate_info:
@@ -60,11 +60,18 @@ def evaluate_checker(
     if checker.nl_assertions:
         components.append(Component(pb.REWARD_COMPONENT_NL_ASSERTION, 0.0, "no LLM judge configured", checked=False))
     if checker.python.source:
-        components.append(
-            Component(pb.REWARD_COMPONENT_PYTHON, 0.0, "python checkers need the sandbox runner", checked=False)
-        )
-    basis = set(checker.reward_basis) or {c.component for c in components}
-    reward = pb.Reward(final_state_hash=final_hash, expected_state_hash=expected_hash, value=1.0)
+        components.append(_python(checker.python, final_state, messages))
+    reward = combine(components, checker.reward_basis)
+    reward.final_state_hash, reward.expected_state_hash = final_hash, expected_hash
+    if not matches:
+        reward.state_diff = "\n".join(final_state.diff(expected))
+    return reward
+
+
+def combine(components: Sequence[Component], reward_basis: Sequence[pb.RewardComponent.ValueType]) -> pb.Reward:
+    """Multiply the components named in the basis (all of them when the basis is empty) into a Reward."""
+    basis = set(reward_basis) or {c.component for c in components}
+    reward = pb.Reward(value=1.0)
     for c in components:
         in_basis = c.component in basis
         reward.breakdown.append(
@@ -74,26 +81,29 @@ def evaluate_checker(
         )
         if not in_basis:
             continue
-        if not c.checked:
+        if c.error:
             reward.checker_error = True
+        if not c.checked:
+            reward.unchecked.append(c.component)
+            continue
         reward.value *= c.value
         if c.value < 1.0 and not reward.failure_reason:
             reward.failure_reason = f"{pb.RewardComponent.Name(c.component)}: {c.detail}"
-    missing = basis - {c.component for c in components}
-    if missing:
-        names = ", ".join(sorted(pb.RewardComponent.Name(m) for m in missing))
-        reward.value = 0.0
-        reward.checker_error = True
-        reward.failure_reason = (
-            reward.failure_reason or f"reward basis names {names} but the checker has no data for it"
+    for component in sorted(basis - {c.component for c in components}):
+        # Named in the basis with nothing to check (e.g. COMMUNICATE with no strings): holds, as in tau2.
+        name = pb.RewardComponent.Name(component)
+        reward.breakdown.append(
+            pb.RewardBreakdownEntry(
+                component=component, value=1.0, in_basis=True, checked=True, detail=f"{name}: nothing required"
+            )
         )
-    if final_hash != expected_hash:
-        reward.state_diff = "\n".join(diff_states(final, expected))
+    if reward.checker_error:
+        reward.value = 0.0
     return reward
 
 
 @lru_cache(maxsize=4096)
-def _expected_state(domain: Domain, initial: bytes, seed: int, gold: tuple[bytes, ...]) -> tuple[str, dict[str, Any]]:
+def _expected_state(domain: Domain, initial: bytes, seed: int, gold: tuple[bytes, ...]) -> tuple[str, DomainState]:
     """The state the gold actions produce, cached per (task start, gold actions): gold replays run once."""
     from eigenloop.env.session import build_initial_state, execute  # env depends on checkers, not the reverse
 
@@ -103,13 +113,13 @@ def _expected_state(domain: Domain, initial: bytes, seed: int, gold: tuple[bytes
         tool = domain.tool(call.name)
         if tool is not None and tool.kind is ToolKind.WRITE:
             execute(domain, state, call)  # a failing gold write is skipped, as tau2 does
-    return state.hash(), state.to_dict()
+    return state.hash(), state
 
 
-def _state(final: dict[str, Any], final_hash: str, expected: dict[str, Any], expected_hash: str) -> Component:
-    if final_hash == expected_hash:
+def _state(matches: bool, final: DomainState, expected: DomainState) -> Component:
+    if matches:
         return Component(pb.REWARD_COMPONENT_STATE, 1.0, "final state matches the gold state")
-    first = diff_states(final, expected)[:1]
+    first = final.diff(expected, limit=1)
     return Component(pb.REWARD_COMPONENT_STATE, 0.0, "final state differs from the gold state: " + "; ".join(first))
 
 
@@ -152,18 +162,29 @@ def _assertions(domain: Domain, assertions: Sequence[pb.StateAssertion], state: 
         fn = domain.assertions.get(a.function)
         if fn is None:
             return Component(
-                pb.REWARD_COMPONENT_ASSERTION, 0.0, f"unknown assertion function {a.function!r}", checked=False
+                pb.REWARD_COMPONENT_ASSERTION, 0.0, f"unknown assertion function {a.function!r}", error=True
             )
         try:
             got = fn(state, **json.loads(a.arguments_json or "{}"))
             expected = json.loads(a.expected_json or "true")
         except Exception as exc:
-            return Component(pb.REWARD_COMPONENT_ASSERTION, 0.0, f"{a.function} could not run: {exc}", checked=False)
+            return Component(pb.REWARD_COMPONENT_ASSERTION, 0.0, f"{a.function} could not run: {exc}", error=True)
         if got != expected:
             failed.append(a.description or f"{a.function}({a.arguments_json}) returned {got!r}, expected {expected!r}")
     if failed:
         return Component(pb.REWARD_COMPONENT_ASSERTION, 0.0, "; ".join(failed))
     return Component(pb.REWARD_COMPONENT_ASSERTION, 1.0, "all assertions hold")
+
+
+def _python(checker: pb.PythonChecker, state: DomainState, messages: Sequence[pb.Message]) -> Component:
+    from eigenloop.checkers.sandbox import SandboxLimits, run_python_checker
+
+    limits = SandboxLimits(timeout_s=checker.timeout_s or SandboxLimits.timeout_s)
+    dialogue = [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in messages]
+    outcome = run_python_checker(checker.source, state.to_dict(), dialogue, limits)
+    if outcome.value is None:
+        return Component(pb.REWARD_COMPONENT_PYTHON, 0.0, f"python checker failed: {outcome.error}", error=True)
+    return Component(pb.REWARD_COMPONENT_PYTHON, outcome.value, f"python checker returned {outcome.value:g}")
 
 
 def diff_states(actual: Any, expected: Any, path: str = "", limit: int = MAX_DIFF_LINES) -> list[str]:

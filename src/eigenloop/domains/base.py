@@ -12,6 +12,7 @@ Schemas and argument validation come from those signatures, so a tool is written
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
@@ -20,9 +21,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+
+from eigenloop.domains.cow import CowDict, table_digest
 
 
 class ToolKind(StrEnum):
@@ -132,33 +135,107 @@ def collect_tools(functions: Iterable[Any]) -> list[Tool]:
 
 @dataclass
 class DomainState:
-    """A domain's whole mutable world: `db` is the agent side, `user` the user's own state (dual control)."""
+    """A domain's whole mutable world: `db` is the agent side, `user` the user's own state (dual control).
+
+    `copy()` gives a session its own state cheaply: dict-valued fields become copy-on-write views of the
+    shared tables (see domains/cow.py), everything else is deep-copied (small by construction).
+    """
 
     db: BaseModel
     user: BaseModel | None = None
 
     def copy(self) -> DomainState:
-        return DomainState(self.db.model_copy(deep=True), self.user.model_copy(deep=True) if self.user else None)
+        return DomainState(_cow_copy(self.db), _cow_copy(self.user) if self.user is not None else None)
+
+    def sections(self) -> list[tuple[str, BaseModel | None]]:
+        return [("db", self.db), ("user", self.user)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"db": self.db.model_dump(mode="json"), "user": self.user.model_dump(mode="json") if self.user else None}
+        return {name: model.model_dump(mode="json") if model is not None else None for name, model in self.sections()}
 
     def hash(self) -> str:
-        return state_hash(self.to_dict())
+        """Content hash: equal for equal states however they were reached; costs what changed since the base."""
+        parts = []
+        for section, model in self.sections():
+            if model is None:
+                parts.append(f"{section}:null")
+                continue
+            for name in type(model).model_fields:
+                value = getattr(model, name)
+                digest = table_digest(value) if isinstance(value, dict) else state_hash(value)
+                parts.append(f"{section}.{name}:{digest}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def diff(self, expected: DomainState, limit: int = 20) -> list[str]:
+        """Readable differences from `expected`, looking only at entries either side changed where it can."""
+        from eigenloop.checkers.evaluate import diff_states
+
+        lines: list[str] = []
+        for (section, mine), (_, theirs) in zip(self.sections(), expected.sections(), strict=True):
+            if mine is None or theirs is None:
+                if mine is not theirs:
+                    lines.append(f"{section}: present on one side only")
+                continue
+            for name in type(mine).model_fields:
+                a, b = getattr(mine, name), getattr(theirs, name)
+                path = f"{section}.{name}"
+                if isinstance(a, CowDict) and a.same_origin(b):
+                    keys = sorted(a.changed_keys() | b.changed_keys(), key=str)
+                    a, b = ({k: v[k] for k in keys if k in v} for v in (a, b))
+                lines += diff_states(to_jsonable(a), to_jsonable(b), path, limit - len(lines))
+                if len(lines) >= limit:
+                    return lines[:limit]
+        return lines
 
     def patched(self, patch: dict[str, Any]) -> DomainState:
-        """A new state with a JSON merge patch (RFC 7386) applied; the result is validated by the models."""
+        """A new state with a JSON merge patch (RFC 7386) applied, validated entry by entry by the models."""
         unknown = set(patch) - {"db", "user"}
         if unknown:
             raise ValueError(f"initial state patch has unknown sections {sorted(unknown)}; use 'db' and 'user'")
-        current = self.to_dict()
-        db = type(self.db).model_validate(merge_patch(current["db"], patch.get("db", {})))
-        user = self.user
-        if "user" in patch:
-            if self.user is None:
-                raise ValueError("initial state patch sets 'user' but this domain has no user state")
-            user = type(self.user).model_validate(merge_patch(current["user"], patch["user"]))
-        return DomainState(db, user)
+        state = self.copy()
+        for section, model in state.sections():
+            if section not in patch:
+                continue
+            if model is None:
+                raise ValueError(f"initial state patch sets '{section}' but this domain has none")
+            _patch_model(model, patch[section], section)
+        return state
+
+
+def _cow_copy(model: BaseModel) -> BaseModel:
+    values = {
+        name: CowDict.over(value) if isinstance(value, dict) else copy.deepcopy(value)
+        for name, value in model.__dict__.items()
+    }
+    return type(model).model_construct(_fields_set=model.model_fields_set, **values)
+
+
+def _patch_model(model: BaseModel, patch: Any, where: str) -> None:
+    if not isinstance(patch, dict):
+        raise ValueError(f"{where}: the patch must be an object")
+    fields = type(model).model_fields
+    for name, sub in patch.items():
+        if name not in fields:
+            raise ValueError(f"{where}.{name}: no such field")
+        annotation: Any = fields[name].annotation
+        current = getattr(model, name)
+        if isinstance(current, dict) and isinstance(sub, dict) and get_origin(annotation) is dict:
+            entry_type = TypeAdapter(get_args(annotation)[1])
+            for key, entry_patch in sub.items():
+                if entry_patch is None:
+                    current.pop(key, None)
+                    continue
+                base = to_jsonable(current[key]) if key in current else None
+                try:
+                    current[key] = entry_type.validate_python(merge_patch(base, entry_patch))
+                except ValidationError as exc:
+                    raise ValueError(f"{where}.{name}.{key}: {exc.errors()[0]['msg']}") from None
+        else:
+            try:
+                merged = merge_patch(to_jsonable(current), sub)
+                setattr(model, name, TypeAdapter(annotation).validate_python(merged))
+            except ValidationError as exc:
+                raise ValueError(f"{where}.{name}: {exc.errors()[0]['msg']}") from None
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -95,7 +95,9 @@ def _is_json_object(text: str) -> bool:
 
 @lru_cache(maxsize=64)
 def _base_state(domain: Domain, seed: int) -> DomainState:
-    return domain.initial_state(seed)
+    # A copy-on-write view made once, so every session of this domain and seed shares its tables and
+    # their entry hashes (computed on first need).
+    return domain.initial_state(seed).copy()
 
 
 def build_initial_state(domain: Domain, initial: pb.InitialState, seed: int = 0) -> DomainState:

@@ -658,6 +658,7 @@ class Reward(_message.Message):
     FINAL_STATE_HASH_FIELD_NUMBER: _builtins.int
     EXPECTED_STATE_HASH_FIELD_NUMBER: _builtins.int
     CHECKER_ERROR_FIELD_NUMBER: _builtins.int
+    UNCHECKED_FIELD_NUMBER: _builtins.int
     value: _builtins.float
     failure_reason: _builtins.str
     """Empty when value is 1; otherwise the first reason the checker gave."""
@@ -666,9 +667,15 @@ class Reward(_message.Message):
     final_state_hash: _builtins.str
     expected_state_hash: _builtins.str
     checker_error: _builtins.bool
-    """The checker itself failed (sandbox crash, timeout): the value is not a verdict on the agent."""
+    """The checker itself failed (sandbox crash, timeout, unknown assertion): the value is not a verdict."""
     @_builtins.property
     def breakdown(self) -> _containers.RepeatedCompositeFieldContainer[Global___RewardBreakdownEntry]: ...
+    @_builtins.property
+    def unchecked(self) -> _containers.RepeatedScalarFieldContainer[Global___RewardComponent.ValueType]:
+        """Components of the reward basis that could not be judged here (e.g. NL assertions without a judge):
+        left out of the product and listed, never counted as passed.
+        """
+
     def __init__(
         self,
         *,
@@ -679,10 +686,11 @@ class Reward(_message.Message):
         final_state_hash: _builtins.str = ...,
         expected_state_hash: _builtins.str = ...,
         checker_error: _builtins.bool = ...,
+        unchecked: _abc.Iterable[Global___RewardComponent.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdown", b"breakdown", "checker_error", b"checker_error", "expected_state_hash", b"expected_state_hash", "failure_reason", b"failure_reason", "final_state_hash", b"final_state_hash", "state_diff", b"state_diff", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdown", b"breakdown", "checker_error", b"checker_error", "expected_state_hash", b"expected_state_hash", "failure_reason", b"failure_reason", "final_state_hash", b"final_state_hash", "state_diff", b"state_diff", "unchecked", b"unchecked", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
