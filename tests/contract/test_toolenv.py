@@ -272,3 +272,34 @@ def test_metrics_count_requests_and_tool_calls(toolenv: ServiceProcess, client: 
     assert (
         toolenv.metric("eigenloop_grpc_server_handled_total", grpc_method="DescribeDomain", grpc_code="NOT_FOUND") >= 1
     )
+
+
+PYTHON_CHECKERS = [
+    (
+        "def check(state, messages):\n    return 1.0 if state['db']['orders']['O10001']['status'] == 'cancelled' else 0.0\n",
+        1.0,
+        "",
+    ),
+    ("import socket\ndef check(state, messages):\n    socket.create_connection(('127.0.0.1', 1))\n", None, "blocked"),
+    ("def check(state, messages):\n    while True:\n        pass\n", None, "timeout"),
+    ("def check(state, messages):\n    x = bytearray(2 * 1024**3)\n    return 1.0\n", None, "memory"),
+    ("def check(state, messages):\n    return open('/etc/passwd').read()\n", None, "blocked"),
+]
+
+
+@pytest.mark.parametrize(("source", "value", "error"), PYTHON_CHECKERS, ids=["ok", "socket", "loop", "memory", "file"])
+def test_python_checkers_run_sandboxed_and_failures_are_checker_errors(
+    client: ToolEnvClient, source: str, value: float | None, error: str
+) -> None:
+    checker = pb.Checker(
+        python=pb.PythonChecker(source=source, timeout_s=2.0), reward_basis=[pb.REWARD_COMPONENT_PYTHON]
+    )
+    with client.session("toy") as session:
+        session.call(tool_call("cancel_order", {"order_id": "O10001", "reason": "mistake"}))
+        reward = session.evaluate([], checker)
+        assert not session.call(tool_call("get_order", {"order_id": "O10001"})).error  # toolenv unharmed
+    if value is None:
+        assert reward.checker_error and reward.value == 0.0
+        assert error in reward.failure_reason or error in reward.breakdown[-1].detail
+    else:
+        assert not reward.checker_error and reward.value == value

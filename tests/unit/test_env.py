@@ -236,6 +236,14 @@ def test_action_matching_follows_tau2(match: pb.ActionMatch, taken: dict[str, in
     assert not action_matches(match, tool_call("g", taken))
 
 
+def test_action_matching_checks_the_side_when_the_expectation_names_one() -> None:
+    transfer = pb.ActionMatch(call=pb.ToolCall(name="transfer"), match=pb.ARGUMENT_MATCH_NAME_ONLY)
+    assert action_matches(transfer, tool_call("transfer", side=Side.USER))  # no side expected: tau2's rule
+    transfer.call.side = pb.TOOL_SIDE_AGENT
+    assert action_matches(transfer, tool_call("transfer"))
+    assert not action_matches(transfer, tool_call("transfer", side=Side.USER))
+
+
 def test_diff_is_readable_and_bounded() -> None:
     lines = diff_states({"a": {"x": 1, "y": [1, 2]}, "gone": 1}, {"a": {"x": 2, "y": [1, 3]}, "new": 2})
     assert lines == ["a.x: 1 (expected 2)", "a.y[1]: 2 (expected 3)", "gone: unexpected 1", "new: missing (expected 2)"]

@@ -21,7 +21,7 @@ from google.protobuf import json_format
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains.base import Domain, DomainState, ToolKind
-from eigenloop.protocol import arguments_of
+from eigenloop.protocol import arguments_of, side_from_pb
 
 MAX_DIFF_LINES = 20
 
@@ -124,7 +124,13 @@ def _state(matches: bool, final: DomainState, expected: DomainState) -> Componen
 
 
 def action_matches(expected: pb.ActionMatch, taken: pb.ToolCall) -> bool:
+    """tau2's rule (name, then the compared arguments), plus the side when the expected call names one: a
+    user's rejected attempt at an agent tool is not the agent doing it."""
     if expected.call.name != taken.name:
+        return False
+    if expected.call.side != pb.TOOL_SIDE_UNSPECIFIED and side_from_pb(expected.call.side) is not side_from_pb(
+        taken.side
+    ):
         return False
     if expected.match == pb.ARGUMENT_MATCH_NAME_ONLY:
         return True

@@ -17,6 +17,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains.base import Domain, DomainState
 
 BUILTIN = {
@@ -69,7 +70,10 @@ def load_domain(name: str) -> Domain:
     if source:
         if source != "tau2":
             raise UnknownDomainError(name, f"unknown state source {source!r} in {name!r}; the one source is 'tau2'")
-        return _tau2_variant(load_domain(base))
+        root = _tau2_dir()
+        if root is None:
+            raise UnknownDomainError(name, f"{name} needs {TAU2_VARIABLE} set to a tau2 data folder (holding {base}/)")
+        return tau2_domain(load_domain(base), root / base)
     if name in BUILTIN:
         domain = importlib.import_module(BUILTIN[name]).DOMAIN
     elif matches := [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]:
@@ -81,6 +85,22 @@ def load_domain(name: str) -> Domain:
     if not isinstance(domain, Domain):
         raise TypeError(f"domain {name!r} resolved to {type(domain).__name__}, not a Domain")
     return domain
+
+
+def sample_tasks(name: str, seed: int = 0) -> list[pb.Task]:
+    """A domain's built-in sample tasks (`sample_tasks(seed)` in its `tasks` module); [] when it has none."""
+    domain = load_domain(name)
+    module_name = BUILTIN.get(domain.name)
+    if module_name is None:
+        return []
+    try:
+        module = importlib.import_module(f"{module_name}.tasks")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{module_name}.tasks":
+            raise  # the module exists but its own import failed: a bug to show, not an absence
+        return []
+    tasks: list[pb.Task] = module.sample_tasks(seed)
+    return tasks
 
 
 def _import_folder(name: str, folder: Path) -> object:
@@ -98,18 +118,13 @@ def _import_folder(name: str, folder: Path) -> object:
     return module.DOMAIN
 
 
-def _tau2_variant(domain: Domain) -> Domain:
+def tau2_domain(domain: Domain, data_dir: Path) -> Domain:
+    """`domain` with tau2-bench's DB and policy from `data_dir` (a tau2 domain folder: db.json, policy.md...)."""
     from eigenloop.tau2 import load_policy
 
-    root = _tau2_dir()
     name = f"{domain.name}@tau2"
-    if root is None:
-        raise UnknownDomainError(
-            name, f"{name} needs {TAU2_VARIABLE} set to a tau2 data folder (holding {domain.name}/)"
-        )
-    data_dir = root / domain.name
     if domain.from_tau2 is None or not data_dir.is_dir():
-        raise UnknownDomainError(name, f"{name}: no tau2 data for {domain.name} in {root}")
+        raise UnknownDomainError(name, f"{name}: no tau2 data for {domain.name} in {data_dir}")
     loaded = cache(lambda: domain.from_tau2(data_dir))  # type: ignore[misc]
 
     def make_state(seed: int) -> DomainState:

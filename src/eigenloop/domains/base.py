@@ -12,7 +12,6 @@ Schemas and argument validation come from those signatures, so a tool is written
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import inspect
 import json
@@ -25,7 +24,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
-from eigenloop.domains.cow import CowDict, table_digest
+from eigenloop.domains.cow import CowDict, CowList, cow_view, table_digest
 
 
 class ToolKind(StrEnum):
@@ -162,7 +161,7 @@ class DomainState:
                 continue
             for name in type(model).model_fields:
                 value = getattr(model, name)
-                digest = table_digest(value) if isinstance(value, dict) else state_hash(value)
+                digest = table_digest(value) if isinstance(value, dict | list) else state_hash(value)
                 parts.append(f"{section}.{name}:{digest}")
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -179,9 +178,9 @@ class DomainState:
             for name in type(mine).model_fields:
                 a, b = getattr(mine, name), getattr(theirs, name)
                 path = f"{section}.{name}"
-                if isinstance(a, CowDict) and a.same_origin(b):
+                if isinstance(a, CowDict | CowList) and a.same_origin(b):
                     keys = sorted(a.changed_keys() | b.changed_keys(), key=str)
-                    a, b = ({k: v[k] for k in keys if k in v} for v in (a, b))
+                    a, b = ({k: _entry(v, k) for k in keys} for v in (a, b))
                 lines += diff_states(to_jsonable(a), to_jsonable(b), path, limit - len(lines))
                 if len(lines) >= limit:
                     return lines[:limit]
@@ -202,11 +201,15 @@ class DomainState:
         return state
 
 
+def _entry(table: Any, key: Any) -> Any:
+    """An entry for the diff, read without taking a private copy; `None` where it does not exist."""
+    if isinstance(table, dict):
+        return dict.get(table, key)
+    return list.__getitem__(table, key) if 0 <= key < len(table) else None
+
+
 def _cow_copy(model: BaseModel) -> BaseModel:
-    values = {
-        name: CowDict.over(value) if isinstance(value, dict) else copy.deepcopy(value)
-        for name, value in model.__dict__.items()
-    }
+    values = {name: cow_view(value) for name, value in model.__dict__.items()}
     return type(model).model_construct(_fields_set=model.model_fields_set, **values)
 
 
