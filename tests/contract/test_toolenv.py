@@ -276,7 +276,8 @@ def test_metrics_count_requests_and_tool_calls(toolenv: ServiceProcess, client: 
 
 PYTHON_CHECKERS = [
     (
-        "def check(state, messages):\n    return 1.0 if state['db']['orders']['O10001']['status'] == 'cancelled' else 0.0\n",
+        "def check(state, messages):\n"
+        "    return 1.0 if state['db']['orders']['O10001']['status'] == 'cancelled' else 0.0\n",
         1.0,
         "",
     ),

@@ -1,0 +1,81 @@
+"""`eigenloop domains ...` as a user runs it (in-process through typer's runner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from eigenloop.cli.main import app
+from eigenloop.data import read_tasks
+
+runner = CliRunner()
+TAU2 = Path(__file__).resolve().parents[3] / "shared" / "tau2" / "data"
+needs_tau2 = pytest.mark.skipif(not TAU2.is_dir(), reason=f"tau2 data not found at {TAU2}")
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+def test_list_and_show() -> None:
+    code, out = run("domains", "list")
+    assert code == 0 and all(name in out for name in ["airline", "retail", "telecom", "toy"])
+    code, out = run("domains", "show", "telecom")
+    assert code == 0 and "toggle_airplane_mode" in out and "user" in out and "assert_service_status" in out
+    code, out = run("domains", "show", "atlantis")
+    assert code == 1 and "unknown domain 'atlantis'" in out
+
+
+@pytest.mark.parametrize("name", ["toy", "retail"])
+def test_check_reports_gold_pass_and_mutation_score(name: str) -> None:
+    code, out = run("domains", "check", name, "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["gold_pass_rate"] == 1.0 and report["mutation_score"] >= 0.9 and report["weak_checkers"] == []
+
+
+@needs_tau2
+def test_import_and_export_tau2(tmp_path: Path) -> None:
+    code, out = run(
+        "domains",
+        "import-tau2",
+        str(TAU2 / "retail"),
+        "--domain",
+        "retail",
+        "--split",
+        "train",
+        "--out",
+        str(tmp_path / "imported"),
+    )
+    assert code == 0, out
+    summary = json.loads((tmp_path / "imported" / "import.json").read_text())
+    assert summary["tasks"] == summary["gold_pass"] == 74
+    assert summary["weak_checkers"] == ["10", "24", "25", "50", "57", "67", "105"]
+    assert summary["with_unchecked_components"] > 0
+    tasks = read_tasks(tmp_path / "imported" / "tasks.jsonl")
+    assert len(tasks) == 74 and tasks[0].domain == "retail@tau2"
+    code, out = run(
+        "domains",
+        "export-tau2",
+        "--tasks",
+        str(tmp_path / "imported" / "tasks.jsonl"),
+        "--out",
+        str(tmp_path / "exported"),
+    )
+    assert code == 0
+    exported = json.loads((tmp_path / "exported" / "tasks.json").read_text())
+    assert [t["id"] for t in exported] == [t.id for t in tasks]
+
+
+def test_import_and_export_errors(tmp_path: Path) -> None:
+    code, out = run("domains", "import-tau2", str(tmp_path / "nope"), "--domain", "airline")
+    assert code == 1 and "no tau2 data" in out
+    code, out = run("domains", "import-tau2", str(tmp_path), "--domain", "airline")
+    assert code == 1 and "no policy file" in out
+    (tmp_path / "bad.jsonl").write_text('{"id": "x"}\n{"id": 5, "nope": 1}\n')
+    code, out = run("domains", "export-tau2", "--tasks", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o"))
+    assert code == 1 and "bad.jsonl:2" in out
