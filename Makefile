@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml $(SERVICES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]" $(foreach s,$(SERVICES),-e $(dir $(s)))
+	$(BIN)/python -m pip install --quiet -e ".[dev,local]" $(foreach s,$(SERVICES),-e $(dir $(s)))
 	touch $@
 
 setup: $(STAMP)
@@ -34,6 +34,7 @@ test: lint typecheck
 
 bench: setup
 	$(BIN)/python benchmarks/toolenv_overhead.py
+	$(BIN)/python benchmarks/domains.py
 
 clean:
 	rm -rf $(VENV) .eigenloop .pytest_cache .mypy_cache .ruff_cache

@@ -248,7 +248,7 @@ def test_closed_or_broken_stream_frees_its_session(toolenv: ServiceProcess, clie
     assert wait_for(lambda: toolenv.metric("eigenloop_toolenv_sessions_active") == 0)
     broken = client.session("toy")
     broken.call(tool_call("get_order", {"order_id": "O10001"}))
-    broken._responses.cancel()  # the client vanishes mid-episode
+    broken.cancel()  # the client vanishes mid-episode
     assert wait_for(lambda: toolenv.metric("eigenloop_toolenv_sessions_active") == 0)
     assert wait_for(
         lambda: toolenv.metric("eigenloop_grpc_server_handled_total", grpc_method="Session", grpc_code="CANCELLED") >= 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -12,6 +11,7 @@ from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import toolenv_pb2 as tpb
 from eigenloop.contracts.v1 import toolenv_pb2_grpc
 from eigenloop.rpc.client import ServicePolicy, connect
+from eigenloop.rpc.stream import LockstepStream
 
 TOOLENV_POLICY = ServicePolicy(
     service="eigenloop.v1.ToolEnv",
@@ -22,61 +22,39 @@ TOOLENV_POLICY = ServicePolicy(
 )
 
 
-class SessionClosedError(RuntimeError):
-    """The server ended the stream without answering: the episode is infrastructure-failed."""
-
-
-_CLOSE = object()
-
-
 class RemoteSession:
     """One toolenv session; each request waits for its response, so calls see each other's effects."""
 
     def __init__(self, stub: toolenv_pb2_grpc.ToolEnvStub, request: tpb.OpenSession, timeout_s: float) -> None:
-        self._requests: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._responses = stub.Session(iter(self._requests.get, _CLOSE), timeout=timeout_s)
-        self.opened = self._roundtrip(tpb.SessionRequest(open=request)).opened
+        self._stream: LockstepStream[tpb.SessionRequest, tpb.SessionResponse] = LockstepStream(
+            stub.Session, timeout_s=timeout_s, service="toolenv"
+        )
+        self.opened = self._stream.send(tpb.SessionRequest(open=request)).opened
         self.session_id = self.opened.session_id
 
-    def _roundtrip(self, request: tpb.SessionRequest) -> tpb.SessionResponse:
-        self._requests.put(request)
-        try:
-            response: tpb.SessionResponse = next(self._responses)
-        except StopIteration:
-            raise SessionClosedError("toolenv closed the session stream without a response") from None
-        return response
-
     def call(self, call: pb.ToolCall) -> pb.ToolResult:
-        return self._roundtrip(tpb.SessionRequest(call=call)).result
+        return self._stream.send(tpb.SessionRequest(call=call)).result
 
     def call_many(self, calls: Sequence[pb.ToolCall]) -> list[pb.ToolResult]:
         """Send several calls without waiting in between (e.g. one turn's parallel tool calls); results in order.
 
-        The stream answers requests in order, so pipelining saves a round trip per call; the calls still
-        execute one after another and see each other's effects, exactly as with `call`.
+        The calls still execute one after another and see each other's effects, exactly as with `call`.
         """
-        for call in calls:
-            self._requests.put(tpb.SessionRequest(call=call))
-        results = []
-        for _ in calls:
-            try:
-                results.append(next(self._responses).result)
-            except StopIteration:
-                raise SessionClosedError("toolenv closed the session stream mid-batch") from None
-        return results
+        return [r.result for r in self._stream.send_many([tpb.SessionRequest(call=c) for c in calls])]
 
     def evaluate(self, messages: Sequence[pb.Message] = (), checker: pb.Checker | None = None) -> pb.Reward:
         request = tpb.EvaluateRequest(messages=list(messages), checker=checker)
-        return self._roundtrip(tpb.SessionRequest(evaluate=request)).reward
+        return self._stream.send(tpb.SessionRequest(evaluate=request)).reward
 
     def state(self) -> tpb.StateSnapshot:
-        return self._roundtrip(tpb.SessionRequest(get_state=tpb.GetStateRequest())).state
+        return self._stream.send(tpb.SessionRequest(get_state=tpb.GetStateRequest())).state
 
     def close(self) -> None:
-        """Half-close the stream and wait for the server to finish it (frees the session there)."""
-        self._requests.put(_CLOSE)
-        for _ in self._responses:
-            pass
+        self._stream.close()
+
+    def cancel(self) -> None:
+        """Abandon the session mid-episode (the server frees it)."""
+        self._stream.cancel()
 
     def __enter__(self) -> RemoteSession:
         return self
@@ -87,7 +65,7 @@ class RemoteSession:
         if exc_type is None:
             self.close()
         else:
-            self._responses.cancel()
+            self.cancel()
 
 
 class ToolEnvClient:

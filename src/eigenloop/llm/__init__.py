@@ -1,0 +1,1 @@
+"""LLM backends behind one interface: OpenAI-compatible HTTP, a local transformers model, and fakes for tests."""
