@@ -24,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import write_result
 from eigenloop import tau2
 from eigenloop.checkers.mutate import gold_trajectory
 from eigenloop.contracts.v1 import common_pb2 as pb
@@ -34,7 +35,6 @@ from eigenloop.env.remote import ToolEnvClient
 from eigenloop.env.session import EnvSession, execute
 from tests.support import ServiceProcess
 
-RESULT = Path(__file__).resolve().parent / "results" / "domains.json"
 TAU2_DATA = Path(__file__).resolve().parents[2] / "shared" / "tau2" / "data"
 
 
@@ -134,7 +134,7 @@ def session_memory(task: pb.Task, sessions: int = 100) -> dict[str, float]:
 
 
 def main() -> int:
-    result: dict[str, Any] = {"benchmark": "domains", "per_domain": {}}
+    result: dict[str, Any] = {"per_domain": {}}
     for name in ["toy", "airline", "retail", "telecom"]:
         result["per_domain"][name] = measure(load_domain(name), sample_tasks(name))
     if TAU2_DATA.is_dir():
@@ -150,9 +150,7 @@ def main() -> int:
     else:
         result["skipped"] = f"tau2 data not found at {TAU2_DATA}: parts 2 and 3 not measured"
     result["eval_ms_p50"] = {name: m["eval_ms_p50"] for name, m in result["per_domain"].items()}
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result("domains", result)
     return 0
 
 

@@ -11,9 +11,6 @@ next action would). Reports per-episode times, their ratio (gRPC / in-process), 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -22,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import write_result
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains import load_domain
 from eigenloop.domains.toy.tasks import sample_tasks
@@ -30,7 +28,6 @@ from eigenloop.env.session import EnvSession
 from eigenloop.protocol import text_message, tool_call
 from tests.support import ServiceProcess
 
-RESULT = Path(__file__).resolve().parent / "results" / "toolenv_overhead.json"
 CALLS_PER_EPISODE = 10
 
 
@@ -113,7 +110,6 @@ def main() -> int:
 
     local_ms, grpc_ms, pipelined_ms = (statistics.median(times[name]) * 1e3 for name in paths)
     result = {
-        "benchmark": "toolenv_overhead",
         "episodes_per_path": len(times["in_process"]),
         "tool_calls_per_episode": CALLS_PER_EPISODE,
         "in_process_ms_per_episode_p50": round(local_ms, 3),
@@ -128,11 +124,8 @@ def main() -> int:
         "grpc_pipelined_tool_calls_per_s": round(CALLS_PER_EPISODE / (pipelined_ms / 1e3)),
         "mean_reward": round(statistics.mean(rewards["grpc"]), 3),
         "target_ratio": 1.5,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result("toolenv_overhead", result)
     return 0
 
 

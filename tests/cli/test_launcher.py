@@ -28,14 +28,15 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
     started = eigenloop("up", "--run-dir", run_dir, "--replicas", "toolenv=2")
     assert started.returncode == 0, started.stdout + started.stderr
     try:
-        state = json.loads((tmp_path / "run" / "run.json").read_text())["replicas"]
-        assert [r["service"] for r in state] == ["toolenv", "toolenv"]
-        assert started.stdout.count("SERVING") == 2
+        everything = json.loads((tmp_path / "run" / "run.json").read_text())["replicas"]
+        assert sorted(r["service"] for r in everything) == ["toolenv", "toolenv", "user_sim"]  # every installed service
+        assert started.stdout.count("SERVING") == 3
+        state = [r for r in everything if r["service"] == "toolenv"]
         again = eigenloop("up", "--run-dir", run_dir)
         assert again.returncode == 1 and "already running" in again.stdout
 
         status = eigenloop("status", "--run-dir", run_dir)
-        assert status.returncode == 0 and status.stdout.count("SERVING") == 2
+        assert status.returncode == 0 and status.stdout.count("SERVING") == 3
 
         address = ",".join(f"127.0.0.1:{r['port']}" for r in state)
         env = {launcher.address_env_var("toolenv"): address}

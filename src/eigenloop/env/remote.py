@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
 
 import grpc
 
@@ -11,7 +10,7 @@ from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import toolenv_pb2 as tpb
 from eigenloop.contracts.v1 import toolenv_pb2_grpc
 from eigenloop.rpc.client import ServicePolicy, connect
-from eigenloop.rpc.stream import LockstepStream
+from eigenloop.rpc.stream import LockstepStream, StreamOwner
 
 TOOLENV_POLICY = ServicePolicy(
     service="eigenloop.v1.ToolEnv",
@@ -22,7 +21,7 @@ TOOLENV_POLICY = ServicePolicy(
 )
 
 
-class RemoteSession:
+class RemoteSession(StreamOwner):
     """One toolenv session; each request waits for its response, so calls see each other's effects."""
 
     def __init__(self, stub: toolenv_pb2_grpc.ToolEnvStub, request: tpb.OpenSession, timeout_s: float) -> None:
@@ -55,17 +54,6 @@ class RemoteSession:
     def cancel(self) -> None:
         """Abandon the session mid-episode (the server frees it)."""
         self._stream.cancel()
-
-    def __enter__(self) -> RemoteSession:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.cancel()
 
 
 class ToolEnvClient:

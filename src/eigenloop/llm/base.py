@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -76,3 +77,47 @@ class ChatBackend(Protocol):
         max_tokens: int = 512,
         seed: int | None = None,
     ) -> Completion: ...
+
+
+def normalize_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Tool specs in OpenAI form, `{"type": "function", "function": {"name", "description", "parameters"}}`,
+    which chat templates expect too. Accepts that form or a bare function spec (wrapped)."""
+    out: list[dict[str, Any]] = []
+    for i, tool in enumerate(tools):
+        if tool.get("type") == "function" and isinstance(tool.get("function"), Mapping):
+            out.append({"type": "function", "function": dict(tool["function"])})
+        elif isinstance(tool.get("name"), str):
+            out.append({"type": "function", "function": dict(tool)})
+        else:
+            raise BackendError(
+                f"tool spec #{i} is neither {{'type': 'function', 'function': {{...}}}} nor has a 'name'"
+            )
+    return out
+
+
+def _arguments_for_template(arguments_json: str) -> Any:
+    # HF chat templates (Qwen's included) expect arguments as a mapping and `tojson` them.
+    try:
+        return json.loads(arguments_json)
+    except json.JSONDecodeError:
+        return arguments_json
+
+
+def to_template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """ChatMessages as the dicts `apply_chat_template` takes (HF's tool-calling convention)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        d: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            d["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": _arguments_for_template(c.arguments_json)},
+                }
+                for c in m.tool_calls
+            ]
+        if m.role == "tool":
+            d["tool_call_id"] = m.tool_call_id
+        out.append(d)
+    return out

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -51,3 +52,25 @@ class LockstepStream(Generic[Request, Response]):
 
     def cancel(self) -> None:
         self._responses.cancel()
+
+
+class StreamOwner:
+    """Close-or-cancel for a client object that owns one stream: a clean exit half-closes it (the server
+    finishes and frees its state), an exception cancels it."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.cancel()

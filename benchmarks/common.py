@@ -1,0 +1,21 @@
+"""What every benchmark shares: where results go and how they are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    """Write benchmarks/results/<name>.json (with the machine it ran on) and print it."""
+    result = {"benchmark": name, **result, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return path

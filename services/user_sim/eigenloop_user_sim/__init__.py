@@ -1,0 +1,1 @@
+"""The user_sim service: simulated users over gRPC (Converse)."""

@@ -1,0 +1,5 @@
+import sys
+
+from eigenloop_user_sim.server import main
+
+sys.exit(main())
