@@ -35,6 +35,7 @@ test: lint typecheck
 bench: setup
 	$(BIN)/python benchmarks/toolenv_overhead.py
 	$(BIN)/python benchmarks/domains.py
+	$(BIN)/python benchmarks/user_sim_scaling.py
 
 clean:
 	rm -rf $(VENV) .eigenloop .pytest_cache .mypy_cache .ruff_cache

@@ -47,6 +47,12 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
         assert called.returncode == 0 and '"status": "pending"' in called.stdout
         bad = eigenloop("env", "call-tool", "get_order", "--args", '{"order_id": 1}', "--address", address)
         assert bad.returncode == 2 and "INVALID_ARGUMENTS" in bad.stdout
+        user_sim = next(f"127.0.0.1:{r['port']}" for r in everything if r["service"] == "user_sim")
+        episode_env = {**env, launcher.address_env_var("user_sim"): user_sim}
+        replayed = eigenloop("user-sim", "replay", "--domain", "telecom", env=episode_env)
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        assert "reward 1" in replayed.stdout and "user stop: goal_met" in replayed.stdout
+        assert "toggle_airplane_mode" in replayed.stdout  # the user acted on their own phone
         described = eigenloop("env", "describe", "toy", "--address", address)
         assert "cancel_order" in described.stdout and "read_emails" in described.stdout
         unknown = eigenloop("env", "describe", "atlantis", "--address", address)

@@ -19,6 +19,7 @@ from eigenloop.contracts.v1 import user_sim_pb2 as upb
 from eigenloop.contracts.v1 import user_sim_pb2_grpc
 from eigenloop.domains import load_domain, sample_tasks
 from eigenloop.env.session import EnvSession
+from eigenloop.rollout.scripted import replay_reference
 from eigenloop.usersim.remote import ReplicaFailedError, UserSimClient
 from tests.support import ServiceProcess, wait_for
 
@@ -38,21 +39,11 @@ def client(user_sim: ServiceProcess) -> Iterator[UserSimClient]:
 
 
 def play_reference(client: UserSimClient, task: pb.Task) -> list[upb.UserTurn]:
-    """A scripted agent replays the task's reference assistant turns; user tool calls run in a local env."""
-    env = EnvSession(load_domain(task.domain), task=task)
-    turns = []
+    """A scripted agent replays the task's reference turns; tool calls run in an in-process environment."""
     with client.conversation(task) as conversation:
-        turns.append(conversation.turn)
-        for message in task.reference_dialogue:
-            turn = conversation.turn
-            while turn.tool_calls and not turn.stop:
-                turn = conversation.tool_results([env.call(call) for call in turn.tool_calls])
-                turns.append(turn)
-            if turn.stop:
-                break
-            if message.role == pb.ROLE_ASSISTANT and message.content:
-                turns.append(conversation.agent_message(message.content))
-    return turns
+        episode = replay_reference(task, EnvSession(load_domain(task.domain), task=task), conversation)
+    assert episode.reward is not None and episode.reward.value == 1.0, episode.reward
+    return episode.user_turns
 
 
 @pytest.mark.parametrize("domain", ["telecom", "retail", "airline"])

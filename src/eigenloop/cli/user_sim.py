@@ -6,11 +6,18 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import grpc
 import typer
 from rich.console import Console
 
+from eigenloop import launcher
+from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.contracts.v1 import user_sim_pb2 as upb
 from eigenloop.data import DataFormatError, read_tasks
 from eigenloop.domains import UnknownDomainError, sample_tasks
+from eigenloop.env.remote import ToolEnvClient
+from eigenloop.rollout.scripted import replay_reference
+from eigenloop.usersim.remote import ReplicaFailedError, UserSimClient
 from eigenloop.usersim.sft import default_input, sft_examples
 
 user_sim_app = typer.Typer(help="The simulated user: fine-tuning data.", no_args_is_help=True)
@@ -55,3 +62,53 @@ def export_sft(
         f"wrote {len(examples)} examples ({user_turns} user turns as targets) to {target}"
         + (f"; skipped {skipped} tasks without a reference dialogue" if skipped else "")
     )
+
+
+SPEAKERS = {
+    pb.ROLE_USER: "[cyan]user[/cyan]",
+    pb.ROLE_ASSISTANT: "[green]agent[/green]",
+    pb.ROLE_TOOL: "[dim]tool[/dim]",
+}
+
+
+def _show(message: pb.Message) -> None:
+    calls = ", ".join(f"{c.name}({c.arguments_json})" for c in message.tool_calls)
+    text = " ".join(part for part in (message.content, f"→ {calls}" if calls else "") if part)
+    console.print(f"{SPEAKERS.get(message.role, '?'):>20} {text[:300]}", highlight=False)
+
+
+@user_sim_app.command("replay")
+def replay(
+    domain: Annotated[str, typer.Option(help="domain whose built-in sample tasks to play")] = "telecom",
+    task_id: Annotated[str | None, typer.Option("--task", help="only this task (default: the first)")] = None,
+    toolenv: Annotated[
+        str | None, typer.Option(help="toolenv address (default: the one `eigenloop up` started)")
+    ] = None,
+    user_sim: Annotated[str | None, typer.Option("--user-sim", help="user_sim address(es)")] = None,
+) -> None:
+    """Play a task's reference agent turns against the running user_sim and toolenv; show the dialogue and reward."""
+    tasks = [t for t in sample_tasks(domain) if task_id in (None, t.id)][: None if task_id else 1]
+    if not tasks:
+        console.print(f"[red]error:[/red] no sample task {task_id!r} in domain {domain!r}")
+        raise typer.Exit(code=1)
+    env_address, user_address = toolenv or launcher.addresses("toolenv"), user_sim or launcher.addresses("user_sim")
+    if not env_address or not user_address:
+        console.print("[red]error:[/red] toolenv and user_sim must be running: `eigenloop up` (or pass the addresses)")
+        raise typer.Exit(code=1)
+    with ToolEnvClient(env_address) as envs, UserSimClient(user_address) as users:
+        for task in tasks:
+            console.rule(f"{task.id}: {task.description}")
+            try:
+                with envs.session(task=task) as session, users.conversation(task) as conversation:
+                    episode = replay_reference(task, session, conversation, on_message=_show)
+            except (grpc.RpcError, ReplicaFailedError) as exc:
+                console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(code=1) from None
+            assert episode.reward is not None
+            last = episode.user_turns[-1]
+            stop = upb.StopReason.Name(last.stop_reason).removeprefix("STOP_REASON_").lower() if last.stop else "-"
+            invalid = sum(not t.validity.valid for t in episode.user_turns)
+            console.print(
+                f"reward {episode.reward.value:g}  user stop: {stop}  invalid user turns: {invalid}  "
+                f"(user: {conversation.replica_id})"
+            )

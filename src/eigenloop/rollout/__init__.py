@@ -1,0 +1,1 @@
+"""Episodes: an agent, the simulated user and the environment, driven turn by turn."""
