@@ -8,6 +8,7 @@ where every service is through EIGENLOOP_ADDRESSES_<NAME> (comma-separated host:
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -53,6 +54,16 @@ class Replica:
 def installed_services() -> dict[str, str]:
     """{service name: server module} for every installed service."""
     return {ep.name: ep.value for ep in entry_points(group=SERVICE_GROUP)}
+
+
+def missing_settings(module: str) -> list[str]:
+    """Environment variables a service's package lists in REQUIRED_SETTINGS that are not set.
+
+    Only the package's __init__ is imported (not its server, which may pull in torch), so this is cheap.
+    """
+    package = importlib.import_module(module.partition(".")[0])
+    required: tuple[str, ...] = getattr(package, "REQUIRED_SETTINGS", ())
+    return [name for name in required if not os.environ.get(name)]
 
 
 def free_port() -> int:
@@ -122,8 +133,13 @@ def up(
     replicas: dict[str, int] | None = None,
     timeout_s: float = 30.0,
     extra_args: dict[str, list[str]] | None = None,
+    skipped: dict[str, list[str]] | None = None,
 ) -> list[Replica]:
-    """Start the services, wait until every replica reports SERVING, and record them in run.json."""
+    """Start the services, wait until every replica reports SERVING, and record them in run.json.
+
+    A service whose required settings are missing is left out (and reported in `skipped`), unless it was
+    asked for by name with `only`, which is an error then.
+    """
     running = [r for r in read_state(run_dir) if pid_alive(r.pid)]
     if running:
         names = ", ".join(r.name for r in running)
@@ -134,7 +150,17 @@ def up(
         raise LauncherError(
             f"unknown service(s) {', '.join(unknown)}; installed: {', '.join(sorted(services)) or 'none'}"
         )
-    chosen = [name for name in sorted(services) if not only or name in only]
+    chosen = []
+    for name in sorted(services):
+        if only and name not in only:
+            continue
+        if missing := missing_settings(services[name]):
+            if name in only:
+                raise LauncherError(f"{name} needs {', '.join(missing)} set")
+            if skipped is not None:
+                skipped[name] = missing
+            continue
+        chosen.append(name)
     if not chosen:
         raise LauncherError("no services installed (pip install -e services/<name>)")
     counts = {name: (replicas or {}).get(name, 1) for name in chosen}

@@ -31,6 +31,7 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
         everything = json.loads((tmp_path / "run" / "run.json").read_text())["replicas"]
         assert sorted(r["service"] for r in everything) == ["toolenv", "toolenv", "user_sim"]  # every installed service
         assert started.stdout.count("SERVING") == 3
+        assert "skipped inference: set EIGENLOOP_INFERENCE_MODEL" in started.stdout  # no model configured
         state = [r for r in everything if r["service"] == "toolenv"]
         again = eigenloop("up", "--run-dir", run_dir)
         assert again.returncode == 1 and "already running" in again.stdout
@@ -74,6 +75,7 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["up", "--only", "warp_drive"], "unknown service(s) warp_drive"),
+        (["up", "--only", "inference"], "inference needs EIGENLOOP_INFERENCE_MODEL set"),
         (["up", "--replicas", "toolenv"], "use NAME=COUNT"),
         (["up", "--replicas", "toolenv=0"], "use NAME=COUNT"),
     ],

@@ -2,34 +2,47 @@
 
 from __future__ import annotations
 
-import re
 from importlib.metadata import PackageNotFoundError, requires
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 HEAVY = {"torch", "transformers", "vllm"}
 
 
 def closure(distribution: str) -> set[str]:
-    seen: set[str] = set()
-    todo = [distribution]
+    """Every distribution `distribution` installs, following the extras each requirement asks for."""
+    seen: set[tuple[str, frozenset[str]]] = set()
+    names: set[str] = set()
+    todo = [(distribution, frozenset[str]())]
     while todo:
-        name = todo.pop()
-        if name in seen:
+        name, extras = todo.pop()
+        if (name, extras) in seen:
             continue
-        seen.add(name)
+        seen.add((name, extras))
+        names.add(name)
         try:
             reqs = requires(name) or []
         except PackageNotFoundError:
             continue
-        for req in reqs:
-            if "extra ==" in req:
-                continue
-            match = re.match(r"[A-Za-z0-9_.\-]+", req)
-            if match:
-                todo.append(match.group(0).lower().replace("_", "-"))
-    return seen
+        for line in reqs:
+            req = Requirement(line)
+            wanted = req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras or {""})
+            if wanted:
+                todo.append((canonicalize_name(req.name), frozenset(req.extras)))
+    return names
 
 
 def test_toolenv_install_carries_no_torch() -> None:
     deps = closure("eigenloop-toolenv")
     assert "eigenloop" in deps and "grpcio" in deps
     assert not deps & HEAVY, deps & HEAVY
+
+
+def test_user_sim_install_carries_no_torch_unless_asked() -> None:
+    assert not closure("eigenloop-user-sim") & HEAVY
+
+
+def test_inference_install_carries_the_model_runtime() -> None:
+    deps = closure("eigenloop-inference")
+    assert {"torch", "transformers"} <= deps

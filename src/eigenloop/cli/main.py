@@ -48,11 +48,14 @@ def up(
     timeout: Annotated[float, typer.Option(help="seconds to wait for every replica to be SERVING")] = 30.0,
 ) -> None:
     """Start every installed service as a local process on loopback and wait until healthy."""
+    skipped: dict[str, list[str]] = {}
     try:
-        started = launcher.up(run_dir, only or (), _parse_replicas(replicas or []), timeout)
+        started = launcher.up(run_dir, only or (), _parse_replicas(replicas or []), timeout, skipped=skipped)
     except launcher.LauncherError as exc:
         raise fail(str(exc)) from None
     _print_status([(r, True, "SERVING") for r in started])
+    for name, missing in skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {name}: set {', '.join(missing)} to start it")
     console.print(f"logs and ports: {launcher.state_file(run_dir)}   stop with: [bold]eigenloop down[/bold]")
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from eigenloop_inference.server import main
+
+sys.exit(main())

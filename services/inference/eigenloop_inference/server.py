@@ -1,0 +1,207 @@
+"""inference's gRPC servicer (Generate, UpdateWeights, GetModelInfo) plus the OpenAI-compatible HTTP endpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from eigenloop.config import ServiceConfig
+from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.contracts.v1 import inference_pb2 as ipb
+from eigenloop.contracts.v1 import inference_pb2_grpc
+from eigenloop.inference.engine import (
+    EngineClosedError,
+    Generation,
+    InvalidRequestError,
+    StaleVersionError,
+    TransformersEngine,
+    WeightMismatchError,
+)
+from eigenloop.inference.openai_http import ChatFrontend, OpenAIHTTPServer
+from eigenloop.rpc.server import Registration, abort, run_service
+
+log = logging.getLogger(__name__)
+
+_FINISH = {
+    "stop": ipb.FINISH_REASON_STOP,
+    "length": ipb.FINISH_REASON_LENGTH,
+    "abort": ipb.FINISH_REASON_ABORT,
+}
+
+
+class InferenceConfig(ServiceConfig):
+    model_config = SettingsConfigDict(env_prefix="EIGENLOOP_INFERENCE_")
+
+    model: Path | None = Field(
+        None, description="local model directory (tokenizer + causal LM, loaded offline); required"
+    )
+    device: str = Field("cpu", description="torch device, e.g. cpu, cuda, cuda:1")
+    max_batch_size: int = Field(8, ge=1, description="most requests decoded together")
+    batch_window_ms: float = Field(5.0, ge=0, description="how long the first waiting request waits for company")
+    max_model_len: int = Field(0, ge=0, description="context length (prompt + completion); 0: the model's own")
+    http_host: str = Field("", description="address the OpenAI HTTP endpoint binds; empty: same as host")
+    http_port: int = Field(0, ge=-1, le=65535, description="OpenAI HTTP port; 0 picks a free one (logged), -1 off")
+    http_max_concurrent: int = Field(64, ge=1, description="chat completions in flight; beyond: HTTP 503")
+    max_weight_bytes: int = Field(64 * 1024**3, ge=1, description="largest UpdateWeights payload accepted")
+
+    @model_validator(mode="after")
+    def _model_required(self) -> InferenceConfig:
+        if self.model is None:
+            raise ValueError(
+                "no model configured: pass --model DIR or set EIGENLOOP_INFERENCE_MODEL to a local model directory"
+            )
+        if not self.model.is_dir():
+            raise ValueError(f"model directory not found: {self.model}")
+        return self
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+    def __init__(self, engine: TransformersEngine, max_weight_bytes: int) -> None:
+        self.engine = engine
+        self.max_weight_bytes = max_weight_bytes
+
+    def _policy_version(self) -> pb.PolicyVersion:
+        info = self.engine.info()
+        return pb.PolicyVersion(
+            version=info.version, checkpoint=info.checkpoint, created_at=_timestamp(info.updated_at)
+        )
+
+    def Generate(self, request: ipb.GenerateRequest, context: grpc.ServicerContext) -> Iterator[ipb.GenerateResponse]:
+        try:
+            future = self.engine.submit(list(request.prompt_token_ids), request.sampling)
+        except InvalidRequestError as exc:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except EngineClosedError as exc:
+            abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        try:
+            generation: Generation = future.result()
+        except EngineClosedError as exc:
+            abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        except Exception as exc:
+            log.exception("generation failed", extra={"request_id": request.request_id})
+            abort(context, grpc.StatusCode.INTERNAL, f"generation failed: {exc}")
+        yield ipb.GenerateResponse(
+            token_ids=generation.token_ids,
+            logprobs=generation.logprobs,
+            finish_reason=_FINISH[generation.finish_reason],
+            policy_version=generation.policy_version,
+        )
+
+    def UpdateWeights(
+        self, request_iterator: Iterator[ipb.WeightChunk], context: grpc.ServicerContext
+    ) -> ipb.UpdateWeightsResponse:
+        header: ipb.WeightUpdateHeader | None = None
+        data = bytearray()
+        for chunk in request_iterator:
+            kind = chunk.WhichOneof("chunk")
+            if kind == "header":
+                if header is not None:
+                    abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a second header: send exactly one, first")
+                header = chunk.header
+                if header.format not in ("safetensors", ""):
+                    abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unsupported format {header.format!r}")
+                if not 0 < header.total_bytes <= self.max_weight_bytes:
+                    abort(
+                        context,
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"total_bytes must be in (0, {self.max_weight_bytes}], got {header.total_bytes}",
+                    )
+                if len(header.sha256) != 64:
+                    abort(context, grpc.StatusCode.INVALID_ARGUMENT, "sha256 must be 64 hex digits")
+            elif kind == "data":
+                if header is None:
+                    abort(context, grpc.StatusCode.INVALID_ARGUMENT, "data before the header: send the header first")
+                data += chunk.data
+                if len(data) > header.total_bytes:
+                    abort(
+                        context,
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"received more than the announced total_bytes {header.total_bytes}",
+                    )
+            else:
+                abort(context, grpc.StatusCode.INVALID_ARGUMENT, "empty WeightChunk: set header or data")
+        if header is None:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "no header: the first chunk must be a WeightUpdateHeader")
+        if len(data) != header.total_bytes:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"received {len(data)} bytes, the header announced {header.total_bytes}",
+            )
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != header.sha256.lower():
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"sha256 mismatch: got {digest}, header {header.sha256}")
+        try:
+            self.engine.update_weights(bytes(data), header.version, checkpoint=f"sha256:{digest}")
+        except WeightMismatchError as exc:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"weights do not fit the model: {exc}")
+        except StaleVersionError as exc:
+            abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return ipb.UpdateWeightsResponse(policy_version=self._policy_version(), bytes_received=len(data))
+
+    def GetModelInfo(self, request: ipb.GetModelInfoRequest, context: grpc.ServicerContext) -> ipb.ModelInfo:
+        info = self.engine.info()
+        return ipb.ModelInfo(
+            model_id=info.model_id,
+            backend="transformers",
+            policy_version=self._policy_version(),
+            vocab_size=info.vocab_size,
+            max_model_len=info.max_model_len,
+            num_parameters=info.num_parameters,
+            eos_token_ids=info.eos_token_ids,
+        )
+
+
+def registrations(config: InferenceConfig) -> list[Registration]:
+    assert config.model is not None  # the validator guarantees it
+    engine = TransformersEngine(
+        config.model,
+        device=config.device,
+        max_batch_size=config.max_batch_size,
+        batch_window_ms=config.batch_window_ms,
+        max_model_len=config.max_model_len,
+    )
+    info = engine.info()
+    log.info(
+        "model loaded",
+        extra={
+            "model": str(config.model),
+            "device": config.device,
+            "parameters": info.num_parameters,
+            "max_model_len": info.max_model_len,
+        },
+    )
+    if config.http_port >= 0:
+        http = OpenAIHTTPServer(
+            ChatFrontend(engine),
+            config.http_host or config.host,
+            config.http_port,
+            max_body_bytes=config.max_message_bytes,
+            max_concurrent=config.http_max_concurrent,
+        ).start()
+        log.info("openai http serving", extra={"http_port": http.port, "base_url": http.base_url})
+    servicer: Any = InferenceServicer(engine, config.max_weight_bytes)
+    return [Registration("eigenloop.v1.Inference", servicer, inference_pb2_grpc.add_InferenceServicer_to_server)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_service("inference", InferenceConfig, registrations, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,444 @@
+"""A dynamically batched generation engine over a local transformers causal LM, with atomic weight updates.
+
+Many threads call `TransformersEngine.generate`; one background thread gathers the waiting requests for up to
+`batch_window_ms` (or until `max_batch_size` are waiting), left-pads them into one batch, and decodes it with a KV
+cache, sampling each row with its own parameters and stopping each row on its own. A batch holds the weights lock
+from its first forward to its last, and `update_weights` takes the same lock to swap tensors, so every request is
+generated entirely by one policy version, which it reports.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from prometheus_client import Counter, Gauge, Histogram
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from transformers import DynamicCache
+
+from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.llm.local import load_tokenizer_and_model
+
+log = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length", "abort"]
+
+BATCH_SIZE = Histogram(
+    "eigenloop_inference_batch_size",
+    "Requests decoded together in one batch.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+TOKENS_GENERATED = Counter("eigenloop_inference_tokens_generated_total", "Tokens sampled, over all requests.")
+QUEUE_DEPTH = Gauge("eigenloop_inference_queue_depth", "Requests waiting for a batch.")
+POLICY_VERSION = Gauge("eigenloop_inference_policy_version", "The policy version being served.")
+REQUESTS = Counter("eigenloop_inference_requests_total", "Finished generate requests.", ["finish_reason"])
+BATCH_SECONDS = Histogram(
+    "eigenloop_inference_batch_seconds",
+    "Wall time of one batch, prefill to last token.",
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
+)
+WEIGHT_UPDATES = Counter("eigenloop_inference_weight_updates_total", "Weight updates by outcome.", ["outcome"])
+
+
+class InvalidRequestError(ValueError):
+    """The request cannot be served as asked (empty prompt, unknown token ids, no room in the context, ...)."""
+
+
+class WeightMismatchError(ValueError):
+    """The weights do not fit the model (names, shapes or dtypes), or the blob is not safetensors."""
+
+
+class StaleVersionError(ValueError):
+    """An update's version is not greater than the one being served."""
+
+
+class EngineClosedError(RuntimeError):
+    """The engine was closed before the request finished."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    token_ids: list[int]
+    """Sampled token ids; the stop/EOS token that ended the row, if any, is included."""
+    logprobs: list[float]
+    """One per token: log_softmax of the model's raw (untempered, unfiltered) logits at the sampled token."""
+    finish_reason: FinishReason
+    policy_version: int
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model_id: str
+    vocab_size: int
+    max_model_len: int
+    num_parameters: int
+    eos_token_ids: list[int]
+    version: int
+    checkpoint: str
+    updated_at: float
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    temperature: float
+    top_p: float
+    top_k: int
+    max_new_tokens: int
+    stop_ids: frozenset[int]
+    seed: int | None
+    future: Future[Generation] = field(default_factory=Future)
+    generated: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish: FinishReason | None = None
+    generator: torch.Generator | None = None
+
+
+def _as_ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]
+
+
+class TransformersEngine:
+    """One causal LM serving `generate` calls from many threads, batched dynamically.
+
+    Sampling per request: temperature 0 is greedy (argmax), otherwise softmax(logits / temperature) after top_k
+    (0 = off) and top_p (0 or 1 = off) filtering, drawn with a per-request `torch.Generator` seeded from
+    `params.seed` when set (random otherwise). Returned logprobs are always those of the untempered distribution,
+    log_softmax of the raw logits, whatever temperature/top_p/top_k did to the sampling distribution: they are
+    what a trainer needs to recompute the policy's probability of the tokens it sampled.
+
+    `max_new_tokens` 0 means "up to the end of the context" (`max_model_len`). A row ends on EOS or one of its
+    stop ids (included in the output, finish "stop"), or after `max_new_tokens` / at the context end ("length").
+    Greedy results are independent of which requests share a batch (left padding, masked and position-corrected).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str | None = None,
+        max_batch_size: int = 8,
+        batch_window_ms: float = 5.0,
+        max_model_len: int = 0,
+        max_queue: int = 4096,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if batch_window_ms < 0:
+            raise ValueError(f"batch_window_ms must be >= 0, got {batch_window_ms}")
+        self.path = str(path)
+        self.model_id = Path(path).name or self.path
+        self.tokenizer, self.model = load_tokenizer_and_model(path, device=device)
+        self.max_batch_size = max_batch_size
+        self.batch_window_s = batch_window_ms / 1000.0
+        self.max_queue = max_queue
+        config = self.model.config
+        self.vocab_size = int(self.model.get_input_embeddings().weight.shape[0])
+        model_len = int(getattr(config, "max_position_embeddings", 0) or 0)
+        if max_model_len > 0:
+            self.max_model_len = min(max_model_len, model_len) if model_len else max_model_len
+        elif model_len:
+            self.max_model_len = model_len
+        else:
+            raise ValueError(f"{self.path}: the model config has no max_position_embeddings; set max_model_len")
+        self.eos_token_ids = sorted(
+            set(_as_ids(self.tokenizer.eos_token_id))
+            | set(_as_ids(getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)))
+            | set(_as_ids(getattr(config, "eos_token_id", None)))
+        )
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = int(pad) if pad is not None else (self.eos_token_ids[0] if self.eos_token_ids else 0)
+        self.num_parameters = sum(p.numel() for p in self.model.parameters())
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in params
+
+        self._weights_lock = threading.Lock()  # held by a whole batch, and by a weight swap
+        self._update_lock = threading.Lock()  # one update at a time (validation happens outside the weights lock)
+        self._version = 0
+        self._checkpoint = self.path
+        self._updated_at = time.time()
+        POLICY_VERSION.set(0)
+
+        self._pending: list[_Request] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._run, name="inference-batcher", daemon=True)
+        self._worker.start()
+
+    # -- public API ------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device  # type: ignore[no-any-return]
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def info(self) -> EngineInfo:
+        with self._update_lock:
+            version, checkpoint, updated_at = self._version, self._checkpoint, self._updated_at
+        return EngineInfo(
+            model_id=self.model_id,
+            vocab_size=self.vocab_size,
+            max_model_len=self.max_model_len,
+            num_parameters=self.num_parameters,
+            eos_token_ids=list(self.eos_token_ids),
+            version=version,
+            checkpoint=checkpoint,
+            updated_at=updated_at,
+        )
+
+    def validate(self, prompt_ids: list[int], params: pb.SamplingParams) -> int:
+        """Raise InvalidRequestError when the request cannot be served; return the effective max_new_tokens."""
+        if not prompt_ids:
+            raise InvalidRequestError("prompt_token_ids is empty")
+        bad = [t for t in prompt_ids if not 0 <= t < self.vocab_size]
+        if bad:
+            raise InvalidRequestError(f"token ids outside the vocabulary [0, {self.vocab_size}): {bad[:8]}")
+        room = self.max_model_len - len(prompt_ids)
+        if room < 1:
+            raise InvalidRequestError(
+                f"prompt of {len(prompt_ids)} tokens leaves no room in the context of {self.max_model_len}"
+            )
+        if params.max_new_tokens < 0:
+            raise InvalidRequestError(f"max_new_tokens must be >= 0, got {params.max_new_tokens}")
+        if params.max_new_tokens > room:
+            raise InvalidRequestError(
+                f"max_new_tokens {params.max_new_tokens} + prompt {len(prompt_ids)} exceeds the context "
+                f"of {self.max_model_len} tokens"
+            )
+        if not params.temperature >= 0:  # also rejects NaN
+            raise InvalidRequestError(f"temperature must be >= 0, got {params.temperature}")
+        if not 0 <= params.top_p <= 1:
+            raise InvalidRequestError(f"top_p must be in [0, 1], got {params.top_p}")
+        if params.top_k < 0:
+            raise InvalidRequestError(f"top_k must be >= 0, got {params.top_k}")
+        bad = [t for t in params.stop_token_ids if not 0 <= t < self.vocab_size]
+        if bad:
+            raise InvalidRequestError(f"stop_token_ids outside the vocabulary: {bad[:8]}")
+        return params.max_new_tokens or room
+
+    def submit(self, prompt_ids: list[int], params: pb.SamplingParams) -> Future[Generation]:
+        """Queue a request (validated first: InvalidRequestError); the future resolves when its row finishes."""
+        max_new = self.validate(prompt_ids, params)
+        request = _Request(
+            prompt_ids=list(prompt_ids),
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            max_new_tokens=max_new,
+            stop_ids=frozenset(params.stop_token_ids),
+            seed=params.seed if params.HasField("seed") else None,
+        )
+        with self._cond:
+            if self._closed:
+                raise EngineClosedError("the engine is closed")
+            if len(self._pending) >= self.max_queue:
+                raise InvalidRequestError(f"queue full ({self.max_queue} waiting requests); retry later")
+            self._pending.append(request)
+            QUEUE_DEPTH.set(len(self._pending))
+            self._cond.notify_all()
+        return request.future
+
+    def generate(self, prompt_ids: list[int], params: pb.SamplingParams, timeout_s: float | None = None) -> Generation:
+        """Generate a completion of `prompt_ids`; blocks until its batch row finishes. Thread-safe."""
+        return self.submit(prompt_ids, params).result(timeout=timeout_s)
+
+    def update_weights(self, data: bytes, version: int, checkpoint: str = "") -> int:
+        """Replace the model's weights with a safetensors blob and serve them as `version`; returns it.
+
+        Every tensor the model has must be present (tied aliases may be left out) with the same shape and dtype,
+        and no other tensor may be: otherwise WeightMismatchError and the old weights keep serving. `version`
+        must be greater than the current one (StaleVersionError). The swap happens between batches.
+        """
+        with self._update_lock:
+            if version <= self._version:
+                WEIGHT_UPDATES.labels("stale_version").inc()
+                raise StaleVersionError(f"version {version} is not newer than the served version {self._version}")
+            try:
+                tensors = self._check_weights(data)
+            except WeightMismatchError:
+                WEIGHT_UPDATES.labels("mismatch").inc()
+                raise
+            device = self.device
+            staged = {name: t.to(device) for name, t in tensors.items()}  # copied before the lock: short swap
+            targets = self.model.state_dict(keep_vars=True)
+            started = time.perf_counter()
+            with self._weights_lock, torch.no_grad():
+                for name, tensor in staged.items():
+                    targets[name].data.copy_(tensor)
+                self._version = version
+                self._checkpoint = checkpoint or f"update:{version}"
+                self._updated_at = time.time()
+            POLICY_VERSION.set(version)
+            WEIGHT_UPDATES.labels("ok").inc()
+            log.info(
+                "weights updated",
+                extra={"version": version, "tensors": len(staged), "swap_s": round(time.perf_counter() - started, 4)},
+            )
+            return version
+
+    def close(self) -> None:
+        """Stop the batcher; requests still waiting fail with EngineClosedError."""
+        with self._cond:
+            self._closed = True
+            pending, self._pending = self._pending, []
+            QUEUE_DEPTH.set(0)
+            self._cond.notify_all()
+        for request in pending:
+            request.future.set_exception(EngineClosedError("the engine closed before this request ran"))
+        self._worker.join(timeout=30)
+
+    # -- weights ---------------------------------------------------------------------------------------------
+
+    def _check_weights(self, data: bytes) -> dict[str, torch.Tensor]:
+        try:
+            tensors: dict[str, torch.Tensor] = load_safetensors(data)
+        except (SafetensorError, ValueError, RuntimeError) as err:
+            raise WeightMismatchError(f"not a safetensors blob: {err}") from err
+        expected: Mapping[str, torch.Tensor] = self.model.state_dict()
+        unexpected = sorted(set(tensors) - set(expected))
+        if unexpected:
+            raise WeightMismatchError(f"{len(unexpected)} tensor(s) the model does not have: {unexpected[:5]}")
+        given_ptrs = {expected[name].data_ptr() for name in tensors}
+        missing = sorted(n for n in expected if n not in tensors and expected[n].data_ptr() not in given_ptrs)
+        if missing:
+            raise WeightMismatchError(f"{len(missing)} model tensor(s) missing: {missing[:5]}")
+        for name, tensor in tensors.items():
+            want = expected[name]
+            if tuple(tensor.shape) != tuple(want.shape) or tensor.dtype != want.dtype:
+                raise WeightMismatchError(
+                    f"{name}: got {tuple(tensor.shape)} {tensor.dtype}, the model has {tuple(want.shape)} {want.dtype}"
+                )
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise WeightMismatchError(f"{name}: contains NaN or infinite values")
+        return tensors
+
+    # -- batching --------------------------------------------------------------------------------------------
+
+    def _take_batch(self) -> list[_Request] | None:
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            deadline = time.monotonic() + self.batch_window_s
+            while len(self._pending) < self.max_batch_size and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            batch, self._pending = self._pending[: self.max_batch_size], self._pending[self.max_batch_size :]
+            QUEUE_DEPTH.set(len(self._pending))
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            started = time.perf_counter()
+            try:
+                with self._weights_lock:
+                    version = self._version
+                    self._decode(batch)
+            except Exception as err:  # a failed batch fails its requests, never the batcher
+                log.exception("batch failed", extra={"batch_size": len(batch)})
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(err)
+                continue
+            BATCH_SIZE.observe(len(batch))
+            BATCH_SECONDS.observe(time.perf_counter() - started)
+            for request in batch:
+                finish = request.finish or "abort"
+                REQUESTS.labels(finish).inc()
+                request.future.set_result(Generation(request.generated, request.logprobs, finish, version))
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> Any:
+        kwargs: dict[str, Any] = {self._cache_kwarg: cache}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+
+    @torch.inference_mode()
+    def _decode(self, batch: list[_Request]) -> None:
+        device = self.device
+        for request in batch:
+            if request.temperature > 0:
+                request.generator = torch.Generator(device=device)
+                if request.seed is None:
+                    request.generator.seed()
+                else:
+                    request.generator.manual_seed(request.seed)
+        width = max(len(r.prompt_ids) for r in batch)
+        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+        for i, request in enumerate(batch):
+            n = len(request.prompt_ids)
+            input_ids[i, width - n :] = torch.tensor(request.prompt_ids, dtype=torch.long, device=device)
+            mask[i, width - n :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        try:
+            cache = DynamicCache(config=self.model.config)
+        except TypeError:  # older transformers
+            cache = DynamicCache()
+        out = self._forward(input_ids, mask, positions, cache)
+        next_pos = positions[:, -1:] + 1
+        while True:
+            logits = out.logits[:, -1, :].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            step = torch.full((len(batch), 1), self.pad_token_id, dtype=torch.long, device=device)
+            active = 0
+            for i, request in enumerate(batch):
+                if request.finish is not None:
+                    continue
+                token = self._sample(logits[i], request)
+                request.generated.append(token)
+                request.logprobs.append(float(logprobs[i, token]))
+                TOKENS_GENERATED.inc()
+                if token in request.stop_ids or token in self.eos_token_ids:
+                    request.finish = "stop"
+                elif len(request.generated) >= request.max_new_tokens or (
+                    len(request.prompt_ids) + len(request.generated) >= self.max_model_len
+                ):
+                    request.finish = "length"
+                else:
+                    active += 1
+                step[i, 0] = token
+            if active == 0:
+                return
+            mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=torch.long, device=device)], dim=1)
+            out = self._forward(step, mask, next_pos, cache)
+            next_pos = next_pos + 1
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, request: _Request) -> int:
+        if request.temperature <= 0:
+            return int(torch.argmax(logits).item())
+        scaled = logits / request.temperature
+        if 0 < request.top_k < scaled.shape[-1]:
+            kth = torch.topk(scaled, request.top_k).values[-1]
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        probs = torch.softmax(scaled, dim=-1)
+        if 0 < request.top_p < 1:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass strictly above each token
+            sorted_probs = sorted_probs.masked_fill(before >= request.top_p, 0.0)  # the top token always stays
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        return int(torch.multinomial(probs, 1, generator=request.generator).item())
