@@ -305,3 +305,73 @@ def write_tasks(tasks: list[pb.Task], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps([to_tau2(t) for t in tasks], indent=2) + "\n")
     tmp.replace(path)
+
+
+TERMINATIONS = {  # eigenloop's Trajectory.termination -> tau2's TerminationReason
+    "agent_stop": "agent_stop",
+    "user_stop": "user_stop",
+    "max_turns": "max_steps",
+    "too_many_errors": "too_many_errors",
+}
+
+
+def to_tau2_simulation(trajectory: pb.Trajectory, trial: int = 0) -> dict[str, Any]:
+    """A trajectory in tau2's simulation layout (one entry of results.json's "simulations").
+
+    Roles and tool calls keep tau2's conventions: a call carries its `requestor` (assistant or user) and each
+    tool message answers it by `id`. Infrastructure failures and invalid simulations, which tau2 has no
+    reason for, are written as "agent_error" / "user_error" so tau2's rules score them 0, as eigenloop never
+    scores them at all.
+    """
+    termination = TERMINATIONS.get(trajectory.termination, trajectory.termination or "agent_stop")
+    if trajectory.status == pb.EPISODE_STATUS_INFRA_FAILED:
+        termination = "agent_error"
+    elif trajectory.status == pb.EPISODE_STATUS_SIMULATOR_INVALID:
+        termination = "user_error"
+    messages: list[dict[str, Any]] = []
+    requestors: dict[str, str] = {}
+    for turn, message in enumerate(trajectory.messages):
+        if message.role in (pb.ROLE_ASSISTANT, pb.ROLE_USER):
+            role = "assistant" if message.role == pb.ROLE_ASSISTANT else "user"
+            calls = []
+            for call in message.tool_calls:
+                requestors[call.id] = role
+                calls.append({"id": call.id, "name": call.name, "arguments": arguments_of(call), "requestor": role})
+            messages.append(
+                {"role": role, "content": message.content or None, "tool_calls": calls or None, "turn_idx": turn}
+            )
+        elif message.role == pb.ROLE_TOOL:
+            result = message.tool_result
+            messages.append(
+                {
+                    "role": "tool",
+                    "id": result.call_id,
+                    "content": result.content,
+                    "requestor": requestors.get(result.call_id, "assistant"),
+                    "error": result.error,
+                    "turn_idx": turn,
+                }
+            )
+    reward = trajectory.reward
+    names = {v: k for k, v in BASIS.items()}
+    breakdown = {names[b.component]: b.value for b in reward.breakdown if b.component in names and b.checked}
+    return {
+        "id": f"{trajectory.task_id}-{trajectory.group_id or 'g'}-{trajectory.sample_index}",
+        "task_id": trajectory.task_id,
+        "trial": trial,
+        "termination_reason": termination,
+        "reward_info": {
+            "reward": reward.value if termination in ("agent_stop", "user_stop") else 0.0,
+            "reward_basis": [names[b.component] for b in reward.breakdown if b.in_basis and b.component in names],
+            "reward_breakdown": breakdown,
+            "info": {"failure_reason": reward.failure_reason} if reward.failure_reason else None,
+        },
+        "messages": messages,
+    }
+
+
+def write_simulations(trajectories: list[pb.Trajectory], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"simulations": [to_tau2_simulation(t) for t in trajectories]}, indent=2) + "\n")
+    tmp.replace(path)

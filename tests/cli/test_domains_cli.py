@@ -79,3 +79,36 @@ def test_import_and_export_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"id": "x"}\n{"id": 5, "nope": 1}\n')
     code, out = run("domains", "export-tau2", "--tasks", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o"))
     assert code == 1 and "bad.jsonl:2" in out
+
+
+def test_export_trajectories_in_tau2_layout(tmp_path: Path) -> None:
+    from eigenloop.data import write_jsonl
+    from eigenloop.domains import load_domain, sample_tasks
+    from eigenloop.env.session import EnvSession
+    from eigenloop.rollout.scripted import replay_reference
+    from eigenloop.usersim import Conversation, make_policy
+
+    task = sample_tasks("telecom")[0]
+    conversation = Conversation(make_policy("procedural"), task)
+    conversation.open()
+    episode = replay_reference(task, EnvSession(load_domain("telecom"), task=task), conversation)
+    write_jsonl(tmp_path / "trajectories.jsonl", [episode.trajectory(task)])
+    code, out = run(
+        "domains",
+        "export-tau2",
+        "--trajectories",
+        str(tmp_path / "trajectories.jsonl"),
+        "--out",
+        str(tmp_path / "tau2"),
+    )
+    assert code == 0, out
+    (simulation,) = json.loads((tmp_path / "tau2" / "results.json").read_text())["simulations"]
+    assert simulation["task_id"] == task.id and simulation["termination_reason"] == "user_stop"
+    assert simulation["reward_info"]["reward"] == 1.0 and simulation["reward_info"]["reward_basis"]
+    roles = {m["role"] for m in simulation["messages"]}
+    assert roles == {"assistant", "user", "tool"}
+    user_calls = [c for m in simulation["messages"] if m["role"] == "user" for c in m["tool_calls"] or []]
+    assert user_calls and all(c["requestor"] == "user" for c in user_calls)
+    answered = {m["id"]: m["requestor"] for m in simulation["messages"] if m["role"] == "tool"}
+    assert all(answered[c["id"]] == "user" for c in user_calls)
+    assert run("domains", "export-tau2", "--out", str(tmp_path))[0] == 1

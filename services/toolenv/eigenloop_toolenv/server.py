@@ -20,7 +20,7 @@ from eigenloop.domains import UnknownDomainError, available_domains, load_domain
 from eigenloop.domains.base import Domain
 from eigenloop.env.session import MAX_ARGUMENTS_BYTES, EnvSession, InitialStateError
 from eigenloop.protocol import side_from_pb, tool_schema
-from eigenloop.rpc.server import Registration, abort, run_service
+from eigenloop.rpc.server import Registration, abort, episode_request_kind, run_service
 
 log = logging.getLogger(__name__)
 
@@ -104,20 +104,8 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
         SESSIONS_ACTIVE.inc()
         try:
             for request in requests:
-                kind = request.WhichOneof("request")
-                if kind is None:
-                    abort(
-                        context,
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        "empty SessionRequest: set one of open, call, evaluate, get_state",
-                    )
+                kind = episode_request_kind(request, context, opened=session is not None, holds="an open session")
                 if kind == "open":
-                    if session is not None:
-                        abort(
-                            context,
-                            grpc.StatusCode.INVALID_ARGUMENT,
-                            "this stream already has an open session; open a new stream",
-                        )
                     session = self._open(request.open, context)
                     SESSIONS.labels(session.domain.name).inc()
                     yield tpb.SessionResponse(
@@ -130,12 +118,7 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
                         )
                     )
                     continue
-                if session is None:
-                    abort(
-                        context,
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        f"'{kind}' before 'open': the first request must open the session",
-                    )
+                assert session is not None
                 if kind == "call":
                     calls += 1
                     if calls > self.config.max_calls_per_session:

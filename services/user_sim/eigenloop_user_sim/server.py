@@ -19,7 +19,7 @@ from eigenloop.contracts.v1 import user_sim_pb2 as upb
 from eigenloop.contracts.v1 import user_sim_pb2_grpc
 from eigenloop.domains import UnknownDomainError, load_domain
 from eigenloop.llm.factory import BackendConfig, make_backend
-from eigenloop.rpc.server import Registration, abort, run_service
+from eigenloop.rpc.server import Registration, abort, episode_request_kind, run_service
 from eigenloop.usersim import Conversation, ConversationError, LatencyUser, UserPolicy, UserSimError, make_policy
 
 ACTIVE = Gauge("eigenloop_user_sim_conversations_active", "Open Converse streams.")
@@ -70,27 +70,10 @@ class UserSimServicer(user_sim_pb2_grpc.UserSimServicer):
         ACTIVE.inc()
         try:
             for request in requests:
-                kind = request.WhichOneof("request")
-                if kind is None:
-                    abort(
-                        context,
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        "empty ConverseRequest: set open, agent_message or tool_results",
-                    )
+                kind = episode_request_kind(request, context, opened=conversation is not None, holds="a conversation")
                 if kind == "open":
-                    if conversation is not None:
-                        abort(
-                            context,
-                            grpc.StatusCode.INVALID_ARGUMENT,
-                            "this stream already has a conversation; open a new stream",
-                        )
                     conversation = self._open(request.open, context)
-                elif conversation is None:
-                    abort(
-                        context,
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        f"'{kind}' before 'open': the first request must open the conversation",
-                    )
+                assert conversation is not None
                 turn = self._turn(conversation, request, context)
                 yield upb.ConverseResponse(turn=turn, replica_id=self.replica_id)
         finally:

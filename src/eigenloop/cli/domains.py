@@ -16,7 +16,7 @@ from eigenloop import tau2
 from eigenloop.checkers.mutate import Trajectory as Replay
 from eigenloop.checkers.mutate import evaluate_trajectory, gold_trajectory, overall_score, score_task
 from eigenloop.contracts.v1 import common_pb2 as pb
-from eigenloop.data import DataFormatError, read_tasks, write_jsonl
+from eigenloop.data import DataFormatError, read_jsonl, read_tasks, write_jsonl
 from eigenloop.domains import UnknownDomainError, available_domains, load_domain, sample_tasks, tau2_domain
 from eigenloop.domains.base import Domain
 from eigenloop.env.session import EnvSession
@@ -188,13 +188,23 @@ def import_tau2(
 
 @domains_app.command("export-tau2")
 def export_tau2(
-    tasks_file: Annotated[Path, typer.Option("--tasks", help="tasks JSONL written by eigenloop")],
-    out: Annotated[Path, typer.Option(help="folder to write tasks.json into")],
+    out: Annotated[Path, typer.Option(help="folder to write tasks.json / results.json into")],
+    tasks_file: Annotated[Path | None, typer.Option("--tasks", help="tasks JSONL written by eigenloop")] = None,
+    trajectories_file: Annotated[
+        Path | None, typer.Option("--trajectories", help="trajectories JSONL written by eigenloop")
+    ] = None,
 ) -> None:
-    """Write eigenloop tasks in tau2-bench's tasks.json layout."""
+    """Write eigenloop tasks (tasks.json) and trajectories (results.json "simulations") in tau2-bench's layout."""
+    if tasks_file is None and trajectories_file is None:
+        raise _fail("give --tasks and/or --trajectories")
     try:
-        tasks = read_tasks(tasks_file)
+        tasks = read_tasks(tasks_file) if tasks_file else []
+        trajectories = read_jsonl(trajectories_file, pb.Trajectory) if trajectories_file else []
     except DataFormatError as exc:
         raise _fail(str(exc)) from None
-    tau2.write_tasks(tasks, out / "tasks.json")
-    console.print(f"wrote {len(tasks)} tasks to {out / 'tasks.json'}")
+    if tasks_file:
+        tau2.write_tasks(tasks, out / "tasks.json")
+        console.print(f"wrote {len(tasks)} tasks to {out / 'tasks.json'}")
+    if trajectories_file:
+        tau2.write_simulations(trajectories, out / "results.json")
+        console.print(f"wrote {len(trajectories)} simulations to {out / 'results.json'}")

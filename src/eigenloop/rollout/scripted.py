@@ -35,6 +35,18 @@ class ScriptedEpisode:
     user_turns: list[upb.UserTurn] = field(default_factory=list)
     reward: pb.Reward | None = None
 
+    def trajectory(self, task: pb.Task) -> pb.Trajectory:
+        user_stopped = bool(self.user_turns) and self.user_turns[-1].stop
+        valid = all(t.validity.valid for t in self.user_turns)
+        return pb.Trajectory(
+            task_id=task.id,
+            domain=task.domain,
+            messages=self.messages,
+            reward=self.reward,
+            status=pb.EPISODE_STATUS_COMPLETED if valid else pb.EPISODE_STATUS_SIMULATOR_INVALID,
+            termination="user_stop" if user_stopped else "agent_stop",
+        )
+
 
 def replay_reference(
     task: pb.Task,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Gauge, start_http_server
@@ -49,6 +50,24 @@ def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) ->
     """End the RPC with `code` and a human message (grpc's own abort raises; this tells the type checker)."""
     context.abort(code, message)
     raise AssertionError("unreachable: ServicerContext.abort raises")
+
+
+def episode_request_kind(request: Message, context: grpc.ServicerContext, *, opened: bool, holds: str) -> str:
+    """Which field of a per-episode stream request's oneof is set, enforcing "the first request opens, once".
+
+    Shared by the episode streams (toolenv Session, user_sim Converse); `holds` names what an opened stream
+    holds, e.g. "an open session".
+    """
+    oneof = request.DESCRIPTOR.oneofs[0]
+    kind = request.WhichOneof(oneof.name)
+    if kind is None:
+        fields = ", ".join(f.name for f in oneof.fields)
+        abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"empty {type(request).__name__}: set one of {fields}")
+    if kind == "open" and opened:
+        abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"this stream already has {holds}; open a new stream")
+    if kind != "open" and not opened:
+        abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"'{kind}' before 'open': the first request must be 'open'")
+    return str(kind)
 
 
 def server_options(config: ServiceConfig) -> list[tuple[str, Any]]:

@@ -111,6 +111,13 @@ class Conversation:
         return [_copy(t) for t in self._turns]
 
     @property
+    def turn(self) -> us.UserTurn:
+        """The user's latest turn (the same attribute the remote conversation has)."""
+        if not self._turns:
+            raise ConversationError("no turn yet: open the conversation first")
+        return _copy(self._turns[-1])
+
+    @property
     def turn_count(self) -> int:
         return len(self._turns)
 
