@@ -46,9 +46,11 @@ PaymentMethodId = Annotated[
     str, Field(description="Payment method id from the user's profile, e.g. 'gift_card_1234567'", max_length=_ID)
 ]
 Text = Annotated[str, Field(max_length=_TEXT)]
-# The argument is called `state`, as in tau2, but `Tool.__call__(self, state, **kwargs)` already takes a
-# parameter of that name, so the Python parameter is `state_code` and "state" is its alias in the JSON arguments.
-StateCode = Annotated[str, Field(alias="state", description="State code, e.g. 'CA'", max_length=_TEXT)]
+Address1 = Annotated[str, Field(description="Street address, e.g. '123 Main St'", max_length=_TEXT)]
+Address2 = Annotated[str, Field(description="Second line, e.g. 'Apt 1' (may be empty)", max_length=_TEXT)]
+StateCode = Annotated[str, Field(description="State code, e.g. 'CA'", max_length=_TEXT)]
+Country = Annotated[str, Field(description="Country, e.g. 'USA'", max_length=_TEXT)]
+Zip = Annotated[str, Field(description="Zip code, e.g. '12345'", max_length=_TEXT)]
 # tau2 takes any string and refuses other reasons inside the tool ("Invalid reason"), after the status check; the
 # schema still lists the two accepted values.
 Reason = Annotated[
@@ -272,18 +274,18 @@ def cancel_pending_order(db: RetailDB, order_id: OrderId, reason: Reason) -> Ord
 def modify_pending_order_address(
     db: RetailDB,
     order_id: OrderId,
-    address1: Annotated[str, Field(description="Street address, e.g. '123 Main St'", max_length=_TEXT)],
-    address2: Annotated[str, Field(description="Second line, e.g. 'Apt 1' (may be empty)", max_length=_TEXT)],
+    address1: Address1,
+    address2: Address2,
     city: Text,
-    state_code: StateCode,
-    country: Annotated[str, Field(description="Country, e.g. 'USA'", max_length=_TEXT)],
-    zip: Annotated[str, Field(description="Zip code, e.g. '12345'", max_length=_TEXT)],
+    state: StateCode,
+    country: Country,
+    zip: Zip,
 ) -> Order:
     """Change the shipping address of a pending order. The user's default address is not changed."""
     order = _order(db, order_id)
     if "pending" not in order.status:
         raise ToolError("Non-pending order cannot be modified")
-    order.address = Address(address1=address1, address2=address2, city=city, country=country, state=state_code, zip=zip)
+    order.address = Address(address1=address1, address2=address2, city=city, country=country, state=state, zip=zip)
     return order
 
 
@@ -423,16 +425,16 @@ def return_delivered_order_items(
 def modify_user_address(
     db: RetailDB,
     user_id: UserId,
-    address1: Annotated[str, Field(description="Street address, e.g. '123 Main St'", max_length=_TEXT)],
-    address2: Annotated[str, Field(description="Second line, e.g. 'Apt 1' (may be empty)", max_length=_TEXT)],
+    address1: Address1,
+    address2: Address2,
     city: Text,
-    state_code: StateCode,
-    country: Annotated[str, Field(description="Country, e.g. 'USA'", max_length=_TEXT)],
-    zip: Annotated[str, Field(description="Zip code, e.g. '12345'", max_length=_TEXT)],
+    state: StateCode,
+    country: Country,
+    zip: Zip,
 ) -> User:
     """Change a user's default address. Existing orders keep their shipping address."""
     user = _user(db, user_id)
-    user.address = Address(address1=address1, address2=address2, city=city, country=country, state=state_code, zip=zip)
+    user.address = Address(address1=address1, address2=address2, city=city, country=country, state=state, zip=zip)
     return user
 
 
