@@ -50,7 +50,8 @@ def evaluate_checker(
     gold = tuple(c.SerializeToString(deterministic=True) for c in checker.gold_actions)
     expected_hash, expected = _expected_state(domain, initial.SerializeToString(deterministic=True), seed, gold)
     matches = final_hash == expected_hash
-    components = [_state(matches, final_state, expected)]
+    diff = [] if matches else final_state.diff(expected)
+    components = [_state(matches, diff)]
     if checker.required_actions or checker.forbidden_actions:
         components.append(_actions(checker, calls))
     if checker.communicate_info:
@@ -63,8 +64,7 @@ def evaluate_checker(
         components.append(_python(checker.python, final_state, messages))
     reward = combine(components, checker.reward_basis)
     reward.final_state_hash, reward.expected_state_hash = final_hash, expected_hash
-    if not matches:
-        reward.state_diff = "\n".join(final_state.diff(expected))
+    reward.state_diff = "\n".join(diff)
     return reward
 
 
@@ -116,11 +116,10 @@ def _expected_state(domain: Domain, initial: bytes, seed: int, gold: tuple[bytes
     return state.hash(), state
 
 
-def _state(matches: bool, final: DomainState, expected: DomainState) -> Component:
+def _state(matches: bool, diff: Sequence[str]) -> Component:
     if matches:
         return Component(pb.REWARD_COMPONENT_STATE, 1.0, "final state matches the gold state")
-    first = final.diff(expected, limit=1)
-    return Component(pb.REWARD_COMPONENT_STATE, 0.0, "final state differs from the gold state: " + "; ".join(first))
+    return Component(pb.REWARD_COMPONENT_STATE, 0.0, "final state differs from the gold state: " + "; ".join(diff[:1]))
 
 
 def action_matches(expected: pb.ActionMatch, taken: pb.ToolCall) -> bool:
