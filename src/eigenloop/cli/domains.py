@@ -82,17 +82,16 @@ def check(
     if not tasks:
         raise _fail(f"domain {name!r} has no built-in sample tasks to check")
     latencies: list[float] = []
-    passed = 0
     for task in tasks:
         session = EnvSession(d, task=task, seed=seed)
-        trajectory = gold_trajectory(task)
-        for call in trajectory.calls:
+        for call in gold_trajectory(task).calls:
             begin = time.perf_counter()
             session.call(call)
             latencies.append(time.perf_counter() - begin)
-        passed += session.evaluate(trajectory.messages).value == 1.0
-    reports = [score_task(d, task, seed) for task in tasks]
-    weak = [t.id for t in tasks if evaluate_trajectory(d, t, Replay((), ())).value == 1.0]
+    # The tasks were drawn from the DB generated with `seed`, so their environments use it too.
+    reports = [score_task(d, task, seed, env_seed=seed) for task in tasks]
+    passed = sum(r.gold_reward == 1.0 for r in reports)
+    weak = [t.id for t in tasks if evaluate_trajectory(d, t, Replay((), ()), env_seed=seed).value == 1.0]
     result = {
         "domain": d.name,
         "tasks": len(tasks),
