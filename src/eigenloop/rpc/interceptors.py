@@ -6,6 +6,7 @@ import hmac
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -75,6 +76,33 @@ def _code_name(context: grpc.ServicerContext, default: grpc.StatusCode) -> str:
     return str(default.name)
 
 
+@contextmanager
+def _tracked(
+    state: ServerState, labels: tuple[str, str], rpc_type: str, guarded: bool, context: grpc.ServicerContext
+) -> Iterator[None]:
+    """Counts one RPC from admission to status, for metrics and for the drain."""
+    STARTED.labels(*labels, rpc_type).inc()
+    IN_FLIGHT.labels(*labels).inc()
+    if guarded:
+        state.enter()
+    start = time.perf_counter()
+    default = grpc.StatusCode.OK
+    try:
+        yield
+    except GeneratorExit:
+        default = grpc.StatusCode.CANCELLED  # the client went away mid-stream
+        raise
+    except BaseException:
+        default = grpc.StatusCode.UNKNOWN if context.is_active() else grpc.StatusCode.CANCELLED
+        raise
+    finally:
+        HANDLED.labels(*labels, _code_name(context, default)).inc()
+        LATENCY.labels(*labels).observe(time.perf_counter() - start)
+        IN_FLIGHT.labels(*labels).dec()
+        if guarded:
+            state.leave()
+
+
 class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, state: ServerState, auth_token: str | None = None) -> None:
         self.state = state
@@ -92,6 +120,7 @@ class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         guarded = service not in UNGUARDED_SERVICES
         metadata = dict(details.invocation_metadata or ())
         labels = (service, method)
+        rpc_type = _rpc_type(handler)
         interceptor = self
 
         def admit(context: grpc.ServicerContext) -> None:
@@ -102,36 +131,9 @@ class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             if guarded and interceptor.state.draining:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining; retry on another replica")
 
-        class Tracked:
-            """Counts one RPC from admission to status, for metrics and for the drain."""
-
-            def __init__(self, context: grpc.ServicerContext) -> None:
-                self.context = context
-
-            def __enter__(self) -> None:
-                STARTED.labels(*labels, _rpc_type(handler)).inc()
-                IN_FLIGHT.labels(*labels).inc()
-                if guarded:
-                    interceptor.state.enter()
-                self.start = time.perf_counter()
-
-            def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-                if exc_type is None:
-                    default = grpc.StatusCode.OK
-                elif exc_type is GeneratorExit or not self.context.is_active():
-                    default = grpc.StatusCode.CANCELLED  # the client went away mid-stream
-                else:
-                    default = grpc.StatusCode.UNKNOWN
-                code = _code_name(self.context, default)
-                HANDLED.labels(*labels, code).inc()
-                LATENCY.labels(*labels).observe(time.perf_counter() - self.start)
-                IN_FLIGHT.labels(*labels).dec()
-                if guarded:
-                    interceptor.state.leave()
-
         def wrap_unary_response(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-                with Tracked(context):
+                with _tracked(interceptor.state, labels, rpc_type, guarded, context):
                     admit(context)
                     return behavior(request, context)
 
@@ -139,7 +141,7 @@ class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def wrap_stream_response(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                with Tracked(context):
+                with _tracked(interceptor.state, labels, rpc_type, guarded, context):
                     admit(context)
                     yield from behavior(request, context)
 
