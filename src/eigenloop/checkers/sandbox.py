@@ -8,7 +8,8 @@ How the child is built, in order (see ``_child_main``):
   1. ``python -S -s -P -B -X utf8 -W ignore`` with an environment of only ``PYTHONHASHSEED=0`` (no site, no user
      site, no cwd on sys.path, deterministic hashing; ``-I`` would ignore PYTHONHASHSEED), in an empty temporary
      working directory that is removed afterwards, in its own session / process group.
-  2. As root on Linux: a new, empty network namespace (no interfaces up, not even loopback).
+  2. On Linux: a new, empty network namespace (no interfaces up, not even loopback); without root, inside a new
+     user namespace of its own, where the kernel allows unprivileged user namespaces.
   3. The stdlib modules a checker may use are imported (``CHECKER_MODULES``); later imports of anything not yet
      loaded are refused.
   4. As root: drop to uid/gid 65534 (nobody) with no supplementary groups.
@@ -24,8 +25,9 @@ Guaranteed (kernel-enforced, whatever the checker does, native code included):
     output on stdout + stderr <= ``output_bytes`` (the parent stops reading and kills it), no files written.
   * No new processes or threads: RLIMIT_NPROC=0 holds once the child is not root (we drop to nobody when started
     as root; a non-root child keeps the caller's uid, for which the limit holds too).
-  * As root on Linux: no network at all (empty namespace); no access to files only root may read or write, and
-    no signals to processes of other users (the caller included).
+  * On Linux, as root or where unprivileged user namespaces are allowed: no network at all (empty namespace).
+  * As root: no access to files only root may read or write, and no signals to processes of other users (the
+    caller included).
   * The caller's objects are never shared: the checker sees a JSON copy, and only a JSON result comes back,
     which the parent validates again (a finite number in [0, 1] from a child that exited cleanly).
 
@@ -38,8 +40,8 @@ Defence in depth only (the audit hook; it stops Python-level attempts, not nativ
     optional import can fall back.
 
 Not guaranteed:
-  * Without root (or where namespaces/setuid are not permitted) there is no network namespace and the uid is the
-    caller's: network, file access and signals to the caller are then stopped only by the audit hook, and a
+  * Without root the uid is the caller's, and where no namespace can be created there is no network namespace
+    either: file access, signals to the caller and (then) the network are stopped only by the audit hook, and a
     native-code escape would run with the caller's rights (it still cannot fork or exceed the rlimits).
   * Reading world-readable files is stopped only by the audit hook; metadata calls the hook does not see
     (``os.stat``) still work; concurrent sandboxes share uid 65534.
@@ -314,21 +316,24 @@ def _child_main() -> None:  # pragma: no cover - runs only inside the sandbox su
             text = "<unprintable>"
         return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
 
-    # Privileged steps first. A network namespace with nothing in it: as root, this is the real network guard.
-    if os.geteuid() == 0:
-        try:
-            unshare = getattr(os, "unshare", None)  # Python >= 3.12
-            if unshare is not None:
-                unshare(0x40000000)  # CLONE_NEWNET
-            else:
-                import ctypes
+    # Privileged steps first. A network namespace with nothing in it is the real network guard. Root creates it
+    # directly; anyone else inside a new user namespace of their own (unprivileged user namespaces), which grants
+    # nothing outside it: file access and rlimits are still checked against the caller's real uid.
+    clone_newnet, clone_newuser = 0x40000000, 0x10000000
+    try:
+        flags = clone_newnet if os.geteuid() == 0 else clone_newnet | clone_newuser
+        unshare = getattr(os, "unshare", None)  # Python >= 3.12
+        if unshare is not None:
+            unshare(flags)
+        else:
+            import ctypes
 
-                ctypes.CDLL(None, use_errno=True).unshare(0x40000000)
-        except Exception:
-            pass  # not permitted here (e.g. a container without CAP_SYS_ADMIN); the audit hook still applies
-        # Forget ctypes, so that `import ctypes` in the checker triggers the import hook like any other import.
-        for name in [n for n in sys.modules if n in ("ctypes", "_ctypes") or n.startswith("ctypes.")]:
-            del sys.modules[name]
+            ctypes.CDLL(None).unshare(flags)  # -1 when not permitted: as below, the audit hook guards the network
+    except Exception:
+        pass  # not permitted here (a container without CAP_SYS_ADMIN or user namespaces): the audit hook still applies
+    # Forget ctypes, so that `import ctypes` in the checker triggers the import hook like any other import.
+    for name in [n for n in sys.modules if n in ("ctypes", "_ctypes") or n.startswith("ctypes.")]:
+        del sys.modules[name]
 
     # Preload while the stdlib is still readable (it may not be for nobody); later imports are refused.
     for name in preload:
