@@ -770,6 +770,8 @@ class Trajectory(_message.Message):
     TOKENS_FIELD_NUMBER: _builtins.int
     GROUP_ID_FIELD_NUMBER: _builtins.int
     SAMPLE_INDEX_FIELD_NUMBER: _builtins.int
+    FORMAT_ERRORS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     domain: _builtins.str
     status: Global___EpisodeStatus.ValueType
@@ -777,6 +779,10 @@ class Trajectory(_message.Message):
     """Why the episode ended or failed, e.g. "user_stop", "max_turns", "user_sim UNAVAILABLE: ..."."""
     group_id: _builtins.str
     sample_index: _builtins.int
+    format_errors: _builtins.int
+    """Policy turns whose tool-call markup did not parse (answered with a tool error turn), for a format penalty."""
+    attempt: _builtins.int
+    """Which try produced this trajectory (1 = first); earlier tries were infrastructure-failed."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]: ...
     @_builtins.property
@@ -795,10 +801,12 @@ class Trajectory(_message.Message):
         tokens: Global___TokenTrace | None = ...,
         group_id: _builtins.str = ...,
         sample_index: _builtins.int = ...,
+        format_errors: _builtins.int = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reward", b"reward", "tokens", b"tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "group_id", b"group_id", "messages", b"messages", "reward", b"reward", "sample_index", b"sample_index", "status", b"status", "task_id", b"task_id", "termination", b"termination", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "domain", b"domain", "format_errors", b"format_errors", "group_id", b"group_id", "messages", b"messages", "reward", b"reward", "sample_index", b"sample_index", "status", b"status", "task_id", b"task_id", "termination", b"termination", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
