@@ -40,6 +40,13 @@ class ServiceConfig(BaseSettings):
     tls_cert: Path | None = Field(None, description="server certificate (PEM); enables TLS")
     tls_key: Path | None = None
     tls_client_ca: Path | None = Field(None, description="require client certificates signed by this CA (mTLS)")
+    tls_ca: Path | None = Field(
+        None, description="CA of the services this one calls; set, its channels use TLS and present tls_cert/tls_key"
+    )
+    metrics_host: str = Field("", description="address /metrics binds (e.g. a separate interface); empty: host")
+    max_streams_per_client: int | None = Field(
+        None, ge=1, description="open streams one client address may hold; beyond: RESOURCE_EXHAUSTED; default: no cap"
+    )
     replica_id: str = Field("", description="name reported in logs and responses; defaults to host:port")
 
     @classmethod

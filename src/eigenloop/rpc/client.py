@@ -11,9 +11,13 @@ import json
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
+
+if TYPE_CHECKING:
+    from eigenloop.config import ServiceConfig
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -110,6 +114,34 @@ def _resolve(address: str) -> tuple[str, str]:
     return "ipv6", f"[{ip}]:{port}"
 
 
+@dataclass(frozen=True)
+class ClientTLS:
+    """TLS for a client channel: the CA that signed the servers' certificates, and for mTLS this client's own."""
+
+    root_certificates: bytes
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = None
+    server_name: str | None = None  # the name checked against the server certificate, when not the target's host
+
+    def __post_init__(self) -> None:
+        if (self.certificate_chain is None) != (self.private_key is None):
+            raise ValueError("a client certificate needs its private key, and a key its certificate")
+
+    @classmethod
+    def from_files(cls, ca: Path, cert: Path | None = None, key: Path | None = None) -> ClientTLS:
+        return cls(ca.read_bytes(), cert.read_bytes() if cert else None, key.read_bytes() if key else None)
+
+    @classmethod
+    def from_config(cls, config: ServiceConfig) -> ClientTLS | None:
+        """A service's outgoing TLS: on when `tls_ca` is set; its own `tls_cert`/`tls_key` are its client identity."""
+        if config.tls_ca is None:
+            return None
+        return cls.from_files(config.tls_ca, config.tls_cert, config.tls_key)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self.root_certificates, self.private_key, self.certificate_chain)
+
+
 def connect(
     addresses: str | Sequence[str],
     policy: ServicePolicy,
@@ -117,8 +149,15 @@ def connect(
     auth_token: str | None = None,
     root_certificates: bytes | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    tls: ClientTLS | None = None,
 ) -> grpc.Channel:
-    """A channel to every replica of one service, with that service's retry and deadline policy."""
+    """A channel to every replica of one service, with that service's retry and deadline policy.
+
+    `tls` turns on TLS (with a client certificate: mTLS); `root_certificates` alone is shorthand for
+    `ClientTLS(root_certificates)`.
+    """
+    if tls is None and root_certificates is not None:
+        tls = ClientTLS(root_certificates)
     options = [
         ("grpc.service_config", json.dumps(policy.service_config())),
         ("grpc.enable_retries", 1),
@@ -129,10 +168,12 @@ def connect(
         ("grpc.max_receive_message_length", max_message_bytes),
     ]
     target = grpc_target(addresses)
-    if root_certificates is None:
+    if tls is None:
         channel = grpc.insecure_channel(target, options=options)
     else:
-        channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates), options=options)
+        if tls.server_name is not None:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        channel = grpc.secure_channel(target, tls.credentials(), options=options)
     if auth_token is not None:
         channel = grpc.intercept_channel(channel, _BearerToken(auth_token))
     return channel

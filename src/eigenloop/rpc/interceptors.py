@@ -1,12 +1,13 @@
-"""One server interceptor for the cross-cutting parts of every RPC: auth, draining, and Prometheus metrics."""
+"""One server interceptor for the cross-cutting parts of every RPC: auth, draining, stream limits, and metrics."""
 
 from __future__ import annotations
 
 import hmac
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import grpc
@@ -33,12 +34,35 @@ IN_FLIGHT = Gauge(
 
 
 class ServerState:
-    """Draining flag and the count of in-flight RPCs the drain waits for."""
+    """Draining flag, the count of in-flight RPCs the drain waits for, and open streams per client."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_streams_per_client: int | None = None) -> None:
         self.draining = False
+        self.max_streams_per_client = max_streams_per_client
         self._in_flight = 0
         self._idle = threading.Condition()
+        self._streams: Tally[str] = Tally()
+
+    @contextmanager
+    def stream_slot(self, client: str, context: grpc.ServicerContext) -> Iterator[None]:
+        """Hold one of `client`'s stream slots for the life of a stream, or refuse it with RESOURCE_EXHAUSTED."""
+        limit = self.max_streams_per_client
+        with self._idle:
+            full = limit is not None and self._streams[client] >= limit
+            if not full:
+                self._streams[client] += 1
+        if full:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"client {client} already holds {limit} open streams here (max_streams_per_client); close one first",
+            )
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._streams[client] -= 1
+                if self._streams[client] <= 0:
+                    del self._streams[client]
 
     def enter(self) -> None:
         with self._idle:
@@ -67,6 +91,14 @@ def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
         (True, False): "client_stream",
         (True, True): "bidi_stream",
     }[(handler.request_streaming, handler.response_streaming)]
+
+
+def client_address(context: grpc.ServicerContext) -> str:
+    """The client's address without its port ("ipv4:10.0.0.7"): one client may open many connections."""
+    peer = str(context.peer())
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rpartition(":")[0]
+    return peer
 
 
 def _code_name(context: grpc.ServicerContext, default: grpc.StatusCode) -> str:
@@ -106,7 +138,8 @@ def _tracked(
 class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, state: ServerState, auth_token: str | None = None) -> None:
         self.state = state
-        self.auth_token = auth_token
+        # Compared as bytes: hmac.compare_digest refuses str with non-ASCII characters (a TypeError, not a refusal).
+        self.expected = f"Bearer {auth_token}".encode() if auth_token is not None else None
 
     def intercept_service(
         self,
@@ -123,26 +156,29 @@ class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         rpc_type = _rpc_type(handler)
         interceptor = self
 
-        def admit(context: grpc.ServicerContext) -> None:
-            if guarded and interceptor.auth_token is not None:
-                sent = str(metadata.get("authorization", ""))
-                if not hmac.compare_digest(sent, f"Bearer {interceptor.auth_token}"):
+        def admitted(context: grpc.ServicerContext) -> AbstractContextManager[None]:
+            """Admit the RPC (or abort it); a stream also holds one of its client's stream slots while it runs."""
+            if guarded and interceptor.expected is not None:
+                sent = metadata.get("authorization", "")
+                sent_bytes = sent if isinstance(sent, bytes) else str(sent).encode()
+                if not hmac.compare_digest(sent_bytes, interceptor.expected):  # constant time: no timing oracle
                     context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
             if guarded and interceptor.state.draining:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining; retry on another replica")
+            if guarded and rpc_type != "unary":
+                return interceptor.state.stream_slot(client_address(context), context)
+            return nullcontext()
 
         def wrap_unary_response(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-                with _tracked(interceptor.state, labels, rpc_type, guarded, context):
-                    admit(context)
+                with _tracked(interceptor.state, labels, rpc_type, guarded, context), admitted(context):
                     return behavior(request, context)
 
             return wrapped
 
         def wrap_stream_response(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                with _tracked(interceptor.state, labels, rpc_type, guarded, context):
-                    admit(context)
+                with _tracked(interceptor.state, labels, rpc_type, guarded, context), admitted(context):
                     yield from behavior(request, context)
 
             return wrapped

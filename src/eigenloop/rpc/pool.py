@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from eigenloop.rpc.client import ServicePolicy, connect
+from eigenloop.rpc.client import ClientTLS, ServicePolicy, connect
 
 
 @dataclass
@@ -55,11 +55,13 @@ class ReplicaPool:
         *,
         refresh_s: float = 10.0,
         auth_token: str | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.target = target
         self.policy = policy
         self.refresh_s = refresh_s
         self.auth_token = auth_token
+        self.tls = tls
         self._lock = threading.Lock()
         self._replicas: dict[str, _Replica] = {}
         self._tiebreak = itertools.count()
@@ -74,7 +76,7 @@ class ReplicaPool:
             for address in addresses:
                 if address not in self._replicas:
                     self._replicas[address] = _Replica(
-                        address, connect(address, self.policy, auth_token=self.auth_token)
+                        address, connect(address, self.policy, auth_token=self.auth_token, tls=self.tls)
                     )
             for address in set(self._replicas) - set(addresses):
                 gone = self._replicas[address]

@@ -90,7 +90,7 @@ class ServiceRuntime:
         self.name = name
         self.config = config
         self.registrations = list(registrations)
-        self.state = ServerState()
+        self.state = ServerState(config.max_streams_per_client)
         self.health = health.HealthServicer()
         token = config.auth_token.get_secret_value() if config.auth_token else None
         self.server = grpc.server(
@@ -122,7 +122,9 @@ class ServiceRuntime:
         )
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind {address}")
-        self._metrics_httpd, _ = start_http_server(self.config.metrics_port, addr=self.config.host)
+        self._metrics_httpd, _ = start_http_server(
+            self.config.metrics_port, addr=self.config.metrics_host or self.config.host
+        )
         self.metrics_port = self._metrics_httpd.server_port
         self.server.start()
         for service_name in ["", *names]:
