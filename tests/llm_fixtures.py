@@ -188,7 +188,9 @@ def synthetic_lines(n: int = 300, seed: int = 0) -> list[str]:
     return lines
 
 
-def build_tiny_chat_model(out_dir: Path, *, seed: int = 0, vocab_size: int = 400) -> Path:
+def build_tiny_chat_model(
+    out_dir: Path, *, seed: int = 0, vocab_size: int = 400, max_position_embeddings: int = 1024
+) -> Path:
     """Write a tokenizer (byte-level BPE, ChatML specials, a chat template) and a random 2-layer Qwen2 to `out_dir`.
 
     The LM head row of EOS is zeroed, so greedy decoding (some logit is > 0 with overwhelming probability) never
@@ -221,7 +223,7 @@ def build_tiny_chat_model(out_dir: Path, *, seed: int = 0, vocab_size: int = 400
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
-        max_position_embeddings=1024,
+        max_position_embeddings=max_position_embeddings,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,

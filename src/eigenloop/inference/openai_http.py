@@ -29,7 +29,7 @@ from typing import Any
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.inference.engine import EngineClosedError, Generation, InvalidRequestError, TransformersEngine
 from eigenloop.llm.base import BackendError, ChatMessage, ToolCallRequest, normalize_tools, to_template_messages
-from eigenloop.llm.local import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
+from eigenloop.llm.tool_calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import user_sim_pb2 as upb
+from eigenloop.rollout.episode import hear_user
 
 
 class Environment(Protocol):
@@ -62,16 +63,7 @@ def replay_reference(
         on_message(message)
 
     def hear(turn: upb.UserTurn) -> upb.UserTurn:
-        episode.user_turns.append(turn)
-        record(pb.Message(role=pb.ROLE_USER, content=turn.content, tool_calls=list(turn.tool_calls)))
-        while turn.tool_calls and not turn.stop:
-            results = [env.call(call) for call in turn.tool_calls]
-            for result in results:
-                record(pb.Message(role=pb.ROLE_TOOL, content=result.content, tool_result=result))
-            turn = user.tool_results(results)
-            episode.user_turns.append(turn)
-            record(pb.Message(role=pb.ROLE_USER, content=turn.content, tool_calls=list(turn.tool_calls)))
-        return turn
+        return hear_user(turn, lambda calls: [env.call(c) for c in calls], user, record, episode.user_turns)
 
     turn = hear(user.turn)
     for message in task.reference_dialogue:

@@ -25,7 +25,7 @@ from typing import Any
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.llm.base import ChatMessage, ToolCallRequest, to_template_messages
-from eigenloop.llm.local import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
+from eigenloop.llm.tool_calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
 
 
 class TemplateError(ValueError):
@@ -188,11 +188,16 @@ class DialogueTokens:
     def result(self) -> TokenizedDialogue:
         return TokenizedDialogue(token_ids=list(self.token_ids), policy_mask=list(self.policy_mask))
 
-    def trace(self) -> pb.TokenTrace:
+    def trace(self, max_tokens: int | None = None) -> pb.TokenTrace:
+        """The sequence as a TokenTrace; with `max_tokens`, trailing tokens past it are cut, which may only be
+        environment or user tokens after the last policy turn (they carry no loss and condition nothing)."""
+        end = len(self.token_ids) if max_tokens is None else max_tokens
+        if self.turns and self.turns[-1].end > end:
+            raise ValueError(f"cannot cut the trace at {end}: a policy turn ends at {self.turns[-1].end}")
         return pb.TokenTrace(
-            token_ids=self.token_ids,
-            policy_mask=bytes(self.policy_mask),
-            logprobs=self.logprobs,
+            token_ids=self.token_ids[:end],
+            policy_mask=bytes(self.policy_mask[:end]),
+            logprobs=self.logprobs[:end],
             turns=self.turns,
         )
 
