@@ -181,7 +181,7 @@ def recompute_logprobs(model: Any, batch: PolicyBatch) -> list[list[float]]:
     try:
         for example in batch.examples:
             ids = torch.tensor([example.token_ids])
-            logits = model(input_ids=ids).logits[0, :-1].float()
+            logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
             lp = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
             out.append([0.0, *lp.tolist()])
     finally:

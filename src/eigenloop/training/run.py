@@ -87,7 +87,8 @@ def lr_lambda(steps: int, warmup_fraction: float, min_fraction: float) -> Callab
 def token_logprobs(model: Any, rows: Rows, *, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(token t | tokens before t, same sequence) for t >= 1, shape (rows, width - 1); optionally the entropy
     of each of those predictive distributions."""
-    logits = model(input_ids=rows.input_ids, position_ids=rows.position_ids).logits[:, :-1].float()
+    # No KV cache: transformers keeps packed sequences apart (from the position ids) only when there is none.
+    logits = model(input_ids=rows.input_ids, position_ids=rows.position_ids, use_cache=False).logits[:, :-1].float()
     targets = rows.input_ids[:, 1:]
     logprobs = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
     if not entropy:
@@ -121,7 +122,8 @@ class TrainingRun:
     ) -> None:
         self.config = config
         self.ctx = distributed.init(config.model.device)
-        transformers_logging.disable_progress_bar()  # per-file save/load bars would drown the run's own progress
+        # Per-file save/load progress bars would drown the run's own progress.
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         if config.threads:
             torch.set_num_threads(config.threads)
         self.checkpoints_dir = config.run_dir / "checkpoints"
