@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from eigenloop.cli.main import app
+from tests.training.helpers import sft_config, write_config
+
+runner = CliRunner()
+
+
+def test_cli_trains_sft(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "sft.yaml", sft_config(tmp_path, steps=2))
+    result = runner.invoke(app, ["train", "sft", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "done: 2 steps" in result.output
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_cli_names_the_bad_key(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "sft.yaml", {**sft_config(tmp_path), "stepz": 3})
+    result = runner.invoke(app, ["train", "sft", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "stepz: unknown key" in result.output
+
+
+def test_cli_reports_a_missing_model(tmp_path: Path) -> None:
+    raw = {**sft_config(tmp_path), "model": {"path": str(tmp_path / "missing")}}
+    result = runner.invoke(app, ["train", "sft", "--config", str(write_config(tmp_path / "c.yaml", raw))])
+    assert result.exit_code == 1
+    assert "no such directory" in " ".join(result.output.split())  # rich wraps long lines
+
+
+def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
+    # Dialogues of ~150 tokens in rows of 256: one per row, so each process gets 3 rows, one per micro-batch.
+    raw = sft_config(tmp_path, steps=3, batch_size=6, micro_batch_rows=1)
+    single = write_config(tmp_path / "single.yaml", {**raw, "run_dir": str(tmp_path / "single")})
+    double = write_config(tmp_path / "double.yaml", {**raw, "run_dir": str(tmp_path / "double")})
+    cli = [sys.executable, "-m", "eigenloop.cli", "train", "sft", "--config"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*cli, str(single)], check=True, env=env, capture_output=True, timeout=240)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
+    done = subprocess.run(
+        [*torchrun, "eigenloop.cli", "train", "sft", "--config", str(double)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    a = load_file(str(tmp_path / "single" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "double" / "model" / "model.safetensors"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)

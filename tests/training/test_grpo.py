@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.data import read_jsonl
+from eigenloop.models import build_model, train_tokenizer
+from eigenloop.training.config import AdvantageConfig, FilterConfig, GRPOConfig, LossConfig, RewardConfig, parse_config
+from eigenloop.training.data import layout
+from eigenloop.training.grpo import advantages, filter_groups, grpo_loss, policy_batch, run_grpo
+from eigenloop.training.metrics import read_metrics
+from eigenloop.training.rollouts import FileSource
+from tests.training.helpers import dialogue_task, trajectory, write_tasks, write_trajectories
+
+
+def _group(
+    tok: Any, rewards: list[float], *, name: str = "g", statuses: dict[int, int] | None = None, version: int = 0
+) -> list[pb.Trajectory]:
+    task = dialogue_task(0, random.Random(0))
+    return [
+        trajectory(
+            tok,
+            task,
+            reward=r,
+            group=name,
+            index=i,
+            status=(statuses or {}).get(i, pb.EPISODE_STATUS_COMPLETED),
+            version=version,
+        )
+        for i, r in enumerate(rewards)
+    ]
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    return train_tokenizer([], vocab_size=259)
+
+
+def test_filters_count_by_reason(tok: Any) -> None:
+    groups = [
+        _group(tok, [1, 0, 1, 0], name="ok"),
+        _group(tok, [1, 1, 1, 1], name="flat"),
+        _group(
+            tok,
+            [1, 0, 0, 0],
+            name="broken",
+            statuses={0: pb.EPISODE_STATUS_INFRA_FAILED, 1: pb.EPISODE_STATUS_SIMULATOR_INVALID},
+        ),
+        _group(tok, [1, 0], name="old", version=0),
+    ]
+    kept, dropped = filter_groups(groups[:3], FilterConfig(), policy_version=0, max_length=4096)
+    assert [g[0].group_id for g in kept] == ["ok"]
+    assert dropped == {"zero_variance": 2, "infra_failed": 1, "simulator_invalid": 1}  # 'broken' is left all-zero
+    kept, dropped = filter_groups(groups[3:], FilterConfig(max_staleness=2), policy_version=3, max_length=4096)
+    assert kept == [] and dropped == {"stale": 2, "group_too_small": 1}
+    off = FilterConfig(zero_variance=False, infra_failed=False, simulator_invalid=False, max_staleness=None)
+    kept, dropped = filter_groups(groups, off, policy_version=3, max_length=4096)
+    assert len(kept) == 4 and not dropped
+
+
+def test_advantages_are_group_relative_and_batch_normalised(tok: Any) -> None:
+    groups = [_group(tok, [1, 0, 0, 0]), _group(tok, [1, 1, 0, 0])]
+    raw = advantages(groups, RewardConfig(), AdvantageConfig(batch_std_norm=False))
+    assert raw == [pytest.approx([7.5, -2.5, -2.5, -2.5]), pytest.approx([5, 5, -5, -5])]
+    normed = advantages(groups, RewardConfig(), AdvantageConfig())
+    flat = torch.tensor([a for g in normed for a in g])
+    assert float(flat.std(unbiased=False)) == pytest.approx(1.0, abs=1e-5)
+    assert float(flat.mean()) == pytest.approx(0.0, abs=1e-6)
+    no_baseline = advantages(
+        groups[:1], RewardConfig(scale=1, bias=0), AdvantageConfig(group_baseline=False, batch_std_norm=False)
+    )
+    assert no_baseline == [[1.0, 0.0, 0.0, 0.0]]
+
+
+def _loss(
+    tok: Any, groups: list[list[pb.Trajectory]], config: LossConfig
+) -> tuple[torch.Tensor, dict[str, float], Any]:
+    model = build_model("tiny", tok)
+    adv = advantages(groups, RewardConfig(), AdvantageConfig())
+    batch = policy_batch(groups, adv, config)
+    rows = layout(
+        batch.examples,
+        max_length=4096,
+        packing=True,
+        pad_id=tok.pad_token_id,
+        weights=batch.weights,
+        old_logprobs=batch.old_logprobs,
+        advantages=batch.advantages,
+    )
+    loss, values = grpo_loss(model, rows, config)
+    return loss, values, batch
+
+
+def test_loss_is_the_advantage_weighted_ratio_over_policy_tokens(tok: Any) -> None:
+    # Old logprobs far below the model's: ratios are huge, so every positive-advantage token is clipped at 1 + eps.
+    groups = [_group(tok, [1, 0])]
+    for t in groups[0]:
+        t.tokens.logprobs[:] = [-50.0 if m else 0.0 for m in t.tokens.policy_mask]
+    loss, values, batch = _loss(tok, groups, LossConfig(clip_eps=0.4))
+    n = batch.policy_tokens / 2
+    a = batch.advantages
+    assert a[0] > 0 > a[1]
+    # positive advantage: -min(r*A, 1.4*A) = -1.4*A ; negative: -min(r*A, 1.4*A) = -r*A (huge)
+    assert values["clipped_tokens"] == pytest.approx(n)
+    assert values["policy_tokens"] == pytest.approx(2 * n)
+    assert float(loss.detach()) > 0
+
+
+def test_sequence_aggregation_weighs_each_trajectory_equally(tok: Any) -> None:
+    groups = [_group(tok, [1, 0])]
+    short = groups[0][1]
+    mask = list(short.tokens.policy_mask)
+    first = mask.index(1)
+    short.tokens.policy_mask = bytes([1 if i == first else 0 for i in range(len(mask))])  # one policy token
+    token = policy_batch(groups, [[1.0, -1.0]], LossConfig(aggregation="token"))
+    sequence = policy_batch(groups, [[1.0, -1.0]], LossConfig(aggregation="sequence"))
+    assert sum(sum(w) for w in token.weights) == pytest.approx(1.0)
+    assert [sum(w) for w in sequence.weights] == pytest.approx([0.5, 0.5])
+    assert sum(token.weights[1]) < 0.1
+
+
+def test_grpo_run_syncs_every_step_and_logs_metrics(tmp_path: Path, sft_model: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(sft_model)
+    write_trajectories(tmp_path / "traj.jsonl", tok)
+    write_tasks(tmp_path / "tasks.jsonl")
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.versions: list[int] = []
+
+        def push(self, model: Any, version: int) -> None:
+            self.versions.append(version)
+
+        def close(self) -> None:
+            pass
+
+    sync = Recorder()
+    raw = {
+        "run_dir": str(tmp_path / "grpo"),
+        "steps": 3,
+        "threads": 1,
+        "model": {"path": str(sft_model)},
+        "data": {"tasks": [str(tmp_path / "tasks.jsonl")], "max_length": 256},
+        "rollouts": {"source": "file", "path": str(tmp_path / "traj.jsonl"), "tasks_per_step": 3},
+        "loss": {"sft_weight": 0.1, "kl_coef": 0.05, "sft_batch_size": 2},
+        "filter": {"max_staleness": None},
+    }
+    result = run_grpo(parse_config(GRPOConfig, raw), sync=sync)
+    assert sync.versions == [1, 2, 3] and result.policy_version == 3
+    lines = read_metrics(tmp_path / "grpo" / "metrics.jsonl")
+    assert len(lines) == 3
+    for key in (
+        "reward_mean",
+        "pass_rate",
+        "policy_loss",
+        "clip_fraction",
+        "entropy",
+        "kl",
+        "sft_loss",
+        "tokens_per_s",
+        "rollout_wait_s",
+        "train_s",
+        "sync_s",
+        "filtered_zero_variance",
+    ):
+        assert key in lines[0], key
+    assert lines[0]["filtered_zero_variance"] == 1 and lines[0]["filtered_infra_failed"] == 1
+
+
+def test_file_source_cycles_groups_and_resumes_from_its_cursor(tmp_path: Path, tok: Any) -> None:
+    trajectories = read_jsonl(write_trajectories(tmp_path / "t.jsonl", tok, n_groups=3), pb.Trajectory)
+    source = FileSource(trajectories)
+    first = [g[0].group_id for g in source.groups(4, 0)]
+    assert first == ["g0", "g1", "g2", "g0"]
+    again = FileSource(trajectories, **source.cursor())
+    assert [g[0].group_id for g in again.groups(1, 0)] == ["g1"]
