@@ -120,6 +120,9 @@ time, TLS and token; then where every enabled service is. (dict "root" $ "c" $co
   value: /etc/eigenloop/tls/tls.crt
 - name: {{ $p }}TLS_KEY
   value: /etc/eigenloop/tls/tls.key
+# Outgoing channels verify servers with the same CA and present this pod's certificate.
+- name: {{ $p }}TLS_CA
+  value: /etc/eigenloop/tls/ca.crt
 {{- if $root.Values.tls.mutual }}
 - name: {{ $p }}TLS_CLIENT_CA
   value: /etc/eigenloop/tls/ca.crt
