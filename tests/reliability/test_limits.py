@@ -2,7 +2,8 @@
 
 Tried: more open streams than max_streams_per_client from one client address; a message over max_message_bytes;
 more RPCs at once than max_concurrent_rpcs; tool arguments over max_arguments_bytes; more calls in one session
-than max_calls_per_session.
+than max_calls_per_session; a user_sim conversation asking for more turns than max_turns_limit (or fewer than
+zero), and one that runs past its turn limit.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import grpc
 import pytest
 
 from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.contracts.v1 import user_sim_pb2 as upb
+from eigenloop.contracts.v1 import user_sim_pb2_grpc
+from eigenloop.domains import sample_tasks
 from eigenloop.env.remote import RemoteSession, ToolEnvClient
 from eigenloop.protocol import tool_call
 from eigenloop.rpc.server import ServiceRuntime
 from tests.reliability.conftest import Trials
 from tests.reliability.inprocess import toolenv_runtime
+from tests.support import ServiceProcess
 
 LOOKUP = tool_call("get_order", {"order_id": "O10001"})
 
@@ -102,3 +107,24 @@ def test_rpcs_beyond_max_concurrent_rpcs_are_refused(trials: Trials) -> None:
         for session in held:
             session.close()
         assert client.list_domains()
+
+
+def converse(address: str, requests: list[upb.ConverseRequest]) -> list[upb.ConverseResponse]:
+    with grpc.insecure_channel(address) as channel:
+        return list(user_sim_pb2_grpc.UserSimStub(channel).Converse(iter(requests), timeout=10))
+
+
+def test_user_sim_turn_limits(trials: Trials) -> None:
+    task = sample_tasks("toy")[0]
+    with ServiceProcess("eigenloop_user_sim.server", ["--max-turns-limit", "20"]) as user_sim:
+        for max_turns, expected in [(-1, grpc.StatusCode.INVALID_ARGUMENT), (21, grpc.StatusCode.RESOURCE_EXHAUSTED)]:
+            opening = upb.ConverseRequest(open=upb.OpenConversation(task=task, max_turns=max_turns))
+            error = refusal(lambda opening=opening: converse(user_sim.address, [opening]))
+            trials.record("limits", f"user_sim: open asking for max_turns={max_turns} (limit 20)", error.code().name)
+            assert error.code() == expected and "max_turns" in (error.details() or "")
+        # Within the limit, the user ends the conversation at its turn limit; a message after that is refused.
+        talk = upb.ConverseRequest(agent_message=upb.AgentMessage(content="Could you tell me more?"))
+        opening = upb.ConverseRequest(open=upb.OpenConversation(task=task, max_turns=2))
+        error = refusal(lambda: converse(user_sim.address, [opening, *[talk] * 5]))
+        trials.record("limits", "user_sim: agent messages past max_turns=2", error.code().name)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -41,6 +41,9 @@ class UserSimConfig(ServiceConfig):
     llm: BackendConfig | None = Field(None, description="the chat backend when policy is 'llm'")
     turn_latency_s: float = Field(0.0, ge=0, description="added to every turn, to emulate a remote LLM")
     max_turns: int = Field(30, ge=1, description="default turn limit when the caller sets none")
+    max_turns_limit: int = Field(
+        200, ge=1, description="largest turn limit a caller may ask for; above it, RESOURCE_EXHAUSTED"
+    )
     max_concurrent_turns: int = Field(
         64, ge=1, description="user turns computed at once (the backend's capacity); further turns wait their turn"
     )
@@ -112,6 +115,18 @@ class UserSimServicer(user_sim_pb2_grpc.UserSimServicer):
             domain = load_domain(task.domain)
         except UnknownDomainError as exc:
             abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        if request.max_turns < 0:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"max_turns must be >= 0 (0: default), got {request.max_turns}",
+            )
+        if request.max_turns > self.config.max_turns_limit:
+            abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"max_turns {request.max_turns} is over this server's max_turns_limit {self.config.max_turns_limit}",
+            )
         CONVERSATIONS.labels(domain.name).inc()
         opening = upb.OpenConversation()
         opening.CopyFrom(request)

@@ -169,20 +169,37 @@ class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 return interceptor.state.stream_slot(client_address(context), context)
             return nullcontext()
 
+        # Requests are decoded here rather than by grpc, which answers an undecodable one (garbage, invalid UTF-8 in
+        # a string field) with INTERNAL, as if the server were at fault: it is the client's bad input.
+        deserialize = handler.request_deserializer or (lambda raw: raw)
+        expected, streaming_requests = details.method, handler.request_streaming
+
+        def decoded(raw: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                return deserialize(raw)
+            except Exception as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"undecodable request for {expected}: {exc}")
+
+        def request_of(raw: Any, context: grpc.ServicerContext) -> Any:
+            if streaming_requests:
+                return (decoded(item, context) for item in raw)
+            return decoded(raw, context)
+
         def wrap_unary_response(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
-            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            def wrapped(raw: Any, context: grpc.ServicerContext) -> Any:
                 with _tracked(interceptor.state, labels, rpc_type, guarded, context), admitted(context):
-                    return behavior(request, context)
+                    return behavior(request_of(raw, context), context)
 
             return wrapped
 
         def wrap_stream_response(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Any]:
-            def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            def wrapped(raw: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 with _tracked(interceptor.state, labels, rpc_type, guarded, context), admitted(context):
-                    yield from behavior(request, context)
+                    yield from behavior(request_of(raw, context), context)
 
             return wrapped
 
+        handler = handler._replace(request_deserializer=None)
         if handler.unary_unary:
             return handler._replace(unary_unary=wrap_unary_response(handler.unary_unary))
         if handler.stream_unary:

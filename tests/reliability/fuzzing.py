@@ -1,0 +1,34 @@
+"""What every fuzz test checks, whatever the service: the answer is a clear status, and the server lives on."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+
+from eigenloop.launcher import health
+from tests.support import ServiceProcess
+
+# Bad input gets one of these; anything else (UNKNOWN, INTERNAL: an unhandled exception; DEADLINE_EXCEEDED: a
+# hang; UNAVAILABLE: a crash) is a finding. OK is fine: a message that happens to be valid.
+CLEAR = frozenset({"OK", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "RESOURCE_EXHAUSTED", "OUT_OF_RANGE"})
+
+
+def fuzz_settings(examples: int) -> settings:
+    """Bounded and reproducible: no example database (the tree is shared), no per-example deadline (a loaded
+    machine is slow, and a hang shows up as DEADLINE_EXCEEDED instead), derandomized so CI sees the same cases."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
+
+
+def assert_alive(service: ServiceProcess) -> None:
+    assert service.proc.poll() is None, f"the server exited:\n{service.log.read_text()[-3000:]}"
+    assert health(service.address, timeout_s=5) == "SERVING"
