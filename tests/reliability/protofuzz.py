@@ -85,7 +85,8 @@ def _fill(draw: Callable[[st.SearchStrategy[Any]], Any], message: Message, overr
         elif field.is_repeated:
             container = getattr(message, field.name)
             if scalar is not None:
-                container.extend(draw(st.lists(scalar, max_size=4)))
+                # An override of a repeated field draws the whole list.
+                container.extend(draw(scalar if field.name in overrides else st.lists(scalar, max_size=4)))
             elif depth > 0:
                 for _ in range(draw(st.integers(0, 3))):
                     _fill(draw, container.add(), overrides, depth - 1)
