@@ -66,11 +66,11 @@ class FlakyEnvironments:
         self.avoided: list[list[str]] = []
         self._lock = threading.Lock()
 
-    def open(self, task: pb.Task, *, seed: int, avoid: Sequence[str] = ()) -> EnvironmentSession:
+    def open(self, task: pb.Task, *, avoid: Sequence[str] = ()) -> EnvironmentSession:
         with self._lock:
             n = self.opens
             self.opens += 1
             self.avoided.append(list(avoid))
         if self.fail(n):
             raise InfraError("toolenv", "bad:1", "UNAVAILABLE: connection refused")
-        return self.inner.open(task, seed=seed, avoid=avoid)
+        return self.inner.open(task, avoid=avoid)

@@ -220,13 +220,13 @@ class RolloutManager:
         avoid: list[str] = []
         causes: list[str] = []
         for attempt in range(1, self.config.max_attempts + 1):
-            seed = zlib.crc32(f"{group_seed}|{index}|{attempt}".encode())
+            seed = zlib.crc32(f"{group_seed}|{index}".encode())  # a retry replays the same sample
             env: EnvironmentSession | None = None
             user: UserSession | None = None
             started = time.perf_counter()
             IN_FLIGHT.inc()
             try:
-                env = self.environments.open(task, seed=seed, avoid=avoid)
+                env = self.environments.open(task, avoid=avoid)
                 user = self.users.open(task, seed=seed, episode_id=f"{group_id}/{index}/{attempt}", avoid=avoid)
                 trajectory = run_episode(
                     task,

@@ -17,6 +17,7 @@ import grpc
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import inference_pb2 as ipb
 from eigenloop.contracts.v1 import inference_pb2_grpc
+from eigenloop.rollout.discovery import discover
 from eigenloop.rollout.failures import InfraError, TurnDeadlineError, infra_errors
 from eigenloop.rpc.client import ServicePolicy
 from eigenloop.rpc.pool import ReplicaPool
@@ -73,9 +74,9 @@ class RemotePolicy:
     least-busy replica."""
 
     def __init__(
-        self, target: str | Sequence[str], *, auth_token: str | None = None, refresh_s: float = 10.0, attempts: int = 2
+        self, target: str | Sequence[str], *, auth_token: str | None = None, refresh_s: float = 2.0, attempts: int = 2
     ) -> None:
-        self.pool = ReplicaPool(target, INFERENCE_POLICY, auth_token=auth_token, refresh_s=refresh_s)
+        self.pool = ReplicaPool(discover(target), INFERENCE_POLICY, auth_token=auth_token, refresh_s=refresh_s)
         self.attempts = attempts
         with self.pool.lease() as lease, infra_errors("inference", lease.address):
             info: ipb.ModelInfo = inference_pb2_grpc.InferenceStub(lease.channel).GetModelInfo(

@@ -19,6 +19,7 @@ from eigenloop.domains import load_domain
 from eigenloop.env.remote import TOOLENV_POLICY, RemoteSession
 from eigenloop.env.session import EnvSession
 from eigenloop.protocol import tool_schema
+from eigenloop.rollout.discovery import discover
 from eigenloop.rollout.failures import InfraError, infra_errors
 from eigenloop.rpc.pool import Lease, ReplicaPool
 from eigenloop.usersim.conversation import Conversation
@@ -61,7 +62,9 @@ class UserSession(Protocol):
 
 
 class Environments(Protocol):
-    def open(self, task: pb.Task, *, seed: int, avoid: Sequence[str] = ()) -> EnvironmentSession: ...
+    def open(self, task: pb.Task, *, avoid: Sequence[str] = ()) -> EnvironmentSession:
+        """The task's environment, built with the seed the task was grounded in (`provenance.seed`)."""
+        ...
 
 
 class Users(Protocol):
@@ -74,8 +77,8 @@ class Users(Protocol):
 class _LocalEnvironment:
     address = LOCAL
 
-    def __init__(self, task: pb.Task, seed: int) -> None:
-        self._session = EnvSession(load_domain(task.domain), task=task, seed=seed)
+    def __init__(self, task: pb.Task) -> None:
+        self._session = EnvSession(load_domain(task.domain), task=task, seed=task.provenance.seed)
         self.tools = [tool_schema(t) for t in self._session.domain.agent_tools]
         self.policy = self._session.domain.policy
 
@@ -94,8 +97,8 @@ class _LocalEnvironment:
 class LocalEnvironments:
     """Environments built in this process (the code the toolenv service runs per Session stream)."""
 
-    def open(self, task: pb.Task, *, seed: int, avoid: Sequence[str] = ()) -> EnvironmentSession:
-        return _LocalEnvironment(task, seed)
+    def open(self, task: pb.Task, *, avoid: Sequence[str] = ()) -> EnvironmentSession:
+        return _LocalEnvironment(task)
 
 
 class _LocalUser:
@@ -178,10 +181,10 @@ class RemoteEnvironments:
         target: str | Sequence[str],
         *,
         auth_token: str | None = None,
-        refresh_s: float = 10.0,
+        refresh_s: float = 2.0,
         session_timeout_s: float = TOOLENV_POLICY.stream_timeout_s,
     ) -> None:
-        self.pool = ReplicaPool(target, TOOLENV_POLICY, auth_token=auth_token, refresh_s=refresh_s)
+        self.pool = ReplicaPool(discover(target), TOOLENV_POLICY, auth_token=auth_token, refresh_s=refresh_s)
         self.session_timeout_s = session_timeout_s
         self._policies: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -198,7 +201,7 @@ class RemoteEnvironments:
             self._policies[domain] = description.policy
         return str(description.policy)
 
-    def open(self, task: pb.Task, *, seed: int, avoid: Sequence[str] = ()) -> EnvironmentSession:
+    def open(self, task: pb.Task, *, avoid: Sequence[str] = ()) -> EnvironmentSession:
         try:
             lease = self.pool.acquire(avoid)
         except (ValueError, OSError) as exc:  # no replica known right now (scaled to zero, DNS failure)
@@ -208,7 +211,7 @@ class RemoteEnvironments:
         except BaseException:
             self.pool.release(lease)
             raise
-        request = tpb.OpenSession(domain=task.domain, task=task, seed=seed)
+        request = tpb.OpenSession(domain=task.domain, task=task, seed=task.provenance.seed)
         return _RemoteEnvironment(self.pool, lease, request, self.session_timeout_s, policy)
 
     def close(self) -> None:
@@ -246,12 +249,12 @@ class RemoteUsers:
         target: str | Sequence[str],
         *,
         auth_token: str | None = None,
-        refresh_s: float = 10.0,
+        refresh_s: float = 2.0,
         timeout_s: float = USER_SIM_POLICY.stream_timeout_s,
         max_turns: int = 0,
         sampling: pb.SamplingParams | None = None,
     ) -> None:
-        self.pool = ReplicaPool(target, USER_SIM_POLICY, auth_token=auth_token, refresh_s=refresh_s)
+        self.pool = ReplicaPool(discover(target), USER_SIM_POLICY, auth_token=auth_token, refresh_s=refresh_s)
         self.timeout_s = timeout_s
         self.max_turns = max_turns
         self.sampling = sampling

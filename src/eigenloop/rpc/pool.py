@@ -27,6 +27,7 @@ class _Replica:
     channel: grpc.Channel
     open_streams: int = 0
     served: int = 0
+    listed: bool = True  # False once discovery dropped it: no new streams, closed when its last one ends
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,15 @@ class ReplicaPool:
             raise ValueError(f"no replicas found for {self.target!r}")
         with self._lock:
             for address in addresses:
-                if address not in self._replicas:
+                if address in self._replicas:
+                    self._replicas[address].listed = True
+                else:
                     self._replicas[address] = _Replica(
                         address, connect(address, self.policy, auth_token=self.auth_token, tls=self.tls)
                     )
             for address in set(self._replicas) - set(addresses):
                 gone = self._replicas[address]
+                gone.listed = False
                 if gone.open_streams == 0:  # streams still open there end on their own
                     gone.channel.close()
                     del self._replicas[address]
@@ -90,7 +94,8 @@ class ReplicaPool:
         if time.monotonic() - self._resolved_at > self.refresh_s:
             self._refresh()
         with self._lock:
-            candidates = [r for r in self._replicas.values() if r.address not in avoid] or list(self._replicas.values())
+            listed = [r for r in self._replicas.values() if r.listed]
+            candidates = [r for r in listed if r.address not in avoid] or listed
             turn = next(self._tiebreak)
             chosen = min(candidates, key=lambda r: (r.open_streams, (candidates.index(r) - turn) % len(candidates)))
             chosen.open_streams += 1
@@ -102,6 +107,9 @@ class ReplicaPool:
             replica = self._replicas.get(lease.address)
             if replica is not None:
                 replica.open_streams -= 1
+                if not replica.listed and replica.open_streams == 0:
+                    replica.channel.close()
+                    del self._replicas[lease.address]
 
     @contextmanager
     def lease(self, avoid: Sequence[str] = ()) -> Iterator[Lease]:
