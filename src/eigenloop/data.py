@@ -6,9 +6,10 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -34,23 +35,37 @@ def task_content_hash(task: pb.Task) -> str:
     return hashlib.sha256(content.SerializeToString(deterministic=True)).hexdigest()
 
 
-def write_jsonl(path: Path, messages: Iterable[Message]) -> int:
-    """Write all records or none: a temporary file in the same folder, fsynced, then renamed over `path`."""
+@contextmanager
+def atomic_text_file(path: Path) -> Iterator[TextIO]:
+    """Write a whole file or nothing: a temporary file in the same folder, fsynced, then renamed over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    count = 0
     try:
         with os.fdopen(fd, "w") as out:
-            for message in messages:
-                out.write(json.dumps(to_record(message), sort_keys=True) + "\n")
-                count += 1
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_jsonl(path: Path, messages: Iterable[Message]) -> int:
+    """Write all records or none (see atomic_text_file)."""
+    count = 0
+    with atomic_text_file(path) as out:
+        for message in messages:
+            out.write(json.dumps(to_record(message), sort_keys=True) + "\n")
+            count += 1
     return count
+
+
+def write_json_atomic(path: Path, value: object) -> None:
+    """One JSON document (indented, keys sorted, so the same value gives the same bytes), written atomically."""
+    with atomic_text_file(path) as out:
+        json.dump(value, out, indent=2, sort_keys=True)
+        out.write("\n")
 
 
 def read_jsonl(path: Path, message_type: type[M]) -> list[M]:

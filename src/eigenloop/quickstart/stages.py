@@ -8,13 +8,13 @@ therefore writes its outputs only under its own folder and may be rerun over a p
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from eigenloop.data import write_json_atomic
 
 Summary = dict[str, Any]
 
@@ -35,21 +35,6 @@ class StageRecord:
     name: str
     seconds: float
     summary: Summary
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(value, out, indent=2, sort_keys=True)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def finished_stages(out: Path) -> dict[str, StageRecord]:
