@@ -5,11 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from eigenloop.cli.main import app
+from eigenloop.training.config import load_config
+from eigenloop.training.sft import run_sft
 from tests.training.helpers import sft_config, write_config
 
 runner = CliRunner()
@@ -37,21 +40,21 @@ def test_cli_reports_a_missing_model(tmp_path: Path) -> None:
     assert "no such directory" in " ".join(result.output.split())  # rich wraps long lines
 
 
+@pytest.mark.timeout(600)  # three processes start torch; slow on a busy machine
 def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     # Dialogues of ~150 tokens in rows of 256: one per row, so each process gets 3 rows, one per micro-batch.
     raw = sft_config(tmp_path, steps=3, batch_size=6, micro_batch_rows=1)
     single = write_config(tmp_path / "single.yaml", {**raw, "run_dir": str(tmp_path / "single")})
     double = write_config(tmp_path / "double.yaml", {**raw, "run_dir": str(tmp_path / "double")})
-    cli = [sys.executable, "-m", "eigenloop.cli", "train", "sft", "--config"]
+    run_sft(load_config("sft", single))  # type: ignore[arg-type]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([*cli, str(single)], check=True, env=env, capture_output=True, timeout=240)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
     done = subprocess.run(
         [*torchrun, "eigenloop.cli", "train", "sft", "--config", str(double)],
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=540,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     a = load_file(str(tmp_path / "single" / "model" / "model.safetensors"))

@@ -180,3 +180,60 @@ def test_file_source_cycles_groups_and_resumes_from_its_cursor(tmp_path: Path, t
     assert first == ["g0", "g1", "g2", "g0"]
     again = FileSource(trajectories, **source.cursor())
     assert [g[0].group_id for g in again.groups(1, 0)] == ["g1"]
+
+
+def test_grpo_with_the_rollout_manager_and_a_real_inference_server(tmp_path: Path, sft_model: Path) -> None:
+    """Live rollouts: toy tasks played by the policy behind a gRPC inference server (procedural users and toolenv
+    in this process); weights go back to that server after every step, and its version follows the trainer's."""
+    from concurrent import futures
+
+    import grpc
+
+    from eigenloop.contracts.v1 import inference_pb2 as ipb
+    from eigenloop.contracts.v1 import inference_pb2_grpc
+    from eigenloop.inference.engine import TransformersEngine
+    from eigenloop_inference.server import InferenceServicer
+
+    engine = TransformersEngine(sft_model, max_batch_size=8, batch_window_ms=2)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16), options=[("grpc.max_receive_message_length", 64 << 20)]
+    )
+    inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(engine, 64 << 20), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        raw = {
+            "run_dir": str(tmp_path / "grpo"),
+            "steps": 2,
+            "threads": 1,
+            "model": {"path": str(sft_model)},
+            # Short prompts (no policy text, no tool listing): the model learned its tools from SFT.
+            "data": {
+                "domains": ["toy"],
+                "eval_fraction": 0.0,
+                "max_length": 512,
+                "system_prompt": "Help.",
+                "tools_in_prompt": False,
+            },
+            "rollouts": {
+                "inference": f"127.0.0.1:{port}",
+                "tasks_per_step": 2,
+                "group_size": 2,
+                "max_new_tokens": 12,
+                "max_turns": 2,
+            },
+            "filter": {"zero_variance": False},  # an untrained policy scores 0 everywhere; train on it anyway
+        }
+        result = run_grpo(parse_config(GRPOConfig, raw))
+        assert result.steps == 2 and result.policy_version == 2
+        assert engine.version == 2  # every step's weights reached the server
+        lines = read_metrics(tmp_path / "grpo" / "metrics.jsonl")
+        assert [line["episodes"] for line in lines] == [4, 4]
+        assert lines[1]["sync_s"] > 0
+        info = inference_pb2_grpc.InferenceStub(grpc.insecure_channel(f"127.0.0.1:{port}")).GetModelInfo(
+            ipb.GetModelInfoRequest()
+        )
+        assert info.policy_version.version == 2
+    finally:
+        server.stop(grace=None)
+        engine.close()

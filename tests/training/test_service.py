@@ -17,7 +17,9 @@ from tests.training.helpers import sft_config
 @pytest.fixture()
 def stub(tmp_path: Path) -> Iterator[trainer_pb2_grpc.TrainerStub]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(TrainerConfig(runs_dir=tmp_path / "runs")), server)
+    trainer_pb2_grpc.add_TrainerServicer_to_server(
+        TrainerServicer(TrainerConfig.model_validate({"runs_dir": tmp_path / "runs"})), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

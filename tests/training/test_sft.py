@@ -126,5 +126,5 @@ def test_user_sft_model_plays_the_user(tmp_path: Path) -> None:
     result = run_user_sft(parse_config(SFTConfig, raw))
     task = read_tasks(tmp_path / "tasks.jsonl")[0]
     user = LLMUser(TransformersBackend(result.model_dir), max_tokens=8)
-    turn = user.next_turn(ConversationView(task=task, domain=None, history=(), event="start", turn=0, max_turns=4))
+    turn = user.next_turn(ConversationView(task=task, domain=None, history=(), event="open", turn=0, max_turns=4))
     assert isinstance(turn.content, str)

@@ -61,7 +61,7 @@ def _run(stage: str, config_path: Path, resume: bool) -> None:
                 result = run_user_sft(config, resume=resume, on_step=on_step)
             else:
                 result = run_sft(config, resume=resume, on_step=on_step)
-        except (TrainingError, EmptyDatasetError, DataFormatError, NotImplementedError) as err:
+        except (TrainingError, EmptyDatasetError, DataFormatError) as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(code=1) from None
     console.print(f"done: {result.steps} steps; model: {result.model_dir}; metrics: {config.run_dir / 'metrics.jsonl'}")

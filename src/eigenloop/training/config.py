@@ -51,6 +51,9 @@ class DataConfig(Section):
         default=0.1, ge=0, lt=1, description="without eval_tasks: this share of tasks (chosen by id hash) is held out"
     )
     max_length: int = Field(default=1024, ge=16, description="longer dialogues are dropped (counted), never cut")
+    # The agent's prompt, as rollouts build it (rollout.episode.EpisodeConfig): SFT must see the same tokens.
+    system_prompt: str | None = Field(default=None, description="the agent's system prompt; unset: the domain's policy")
+    tools_in_prompt: bool = Field(default=True, description="list the domain's tool schemas in the system turn")
 
 
 class OptimConfig(Section):
@@ -139,6 +142,11 @@ class RolloutConfig(Section):
         default="manager", description="file: replay trajectories from `path`; manager: live rollouts"
     )
     path: Path | None = Field(default=None, description="trajectory JSONL (source: file), grouped by group_id")
+    inference: str | None = Field(
+        default=None, description="inference replicas the manager samples from (needed unless a source is passed in)"
+    )
+    toolenv: str | None = Field(default=None, description="toolenv replicas; unset: environments in this process")
+    user_sim: str | None = Field(default=None, description="user_sim replicas; unset: procedural users in this process")
     tasks_per_step: int = Field(default=16, ge=1)
     group_size: int = Field(default=8, ge=2, description="samples per task (G)")
     temperature: float = Field(default=1.0, ge=0)

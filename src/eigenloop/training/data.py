@@ -7,9 +7,10 @@ SFT tokenizes the dialogue as the LLM user sees it (`eigenloop.usersim.sft`), it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,24 +75,37 @@ class _Domains:
         return self._cache[name]
 
 
-def agent_context(domain: Domain | None) -> tuple[list[pb.ToolSchema], str]:
-    """The agent's tools and system prompt (the domain's policy), as an episode gives them to the policy."""
+def agent_context(
+    domain: Domain | None, *, system_prompt: str | None = None, tools_in_prompt: bool = True
+) -> tuple[list[pb.ToolSchema], str]:
+    """The agent's tools and system prompt as an episode gives them to the policy (rollout.episode.run_episode):
+    the domain's policy unless `system_prompt` is set, its tools unless `tools_in_prompt` is off."""
     if domain is None:
-        return [], ""
-    return [tool_schema(t) for t in domain.agent_tools], domain.policy
+        return [], system_prompt or ""
+    tools = [tool_schema(t) for t in domain.agent_tools] if tools_in_prompt else []
+    return tools, domain.policy if system_prompt is None else system_prompt
 
 
-def agent_examples(tokenizer: Any, tasks: Iterable[pb.Task]) -> list[Example]:
+def agent_examples(
+    tokenizer: Any, tasks: Iterable[pb.Task], *, system_prompt: str | None = None, tools_in_prompt: bool = True
+) -> list[Example]:
     """Each task's reference dialogue as the agent sees it, the agent's turns as targets."""
     domains = _Domains()
     out = []
     for task in tasks:
         if not task.reference_dialogue:
             continue
-        tools, system = agent_context(domains.get(task.domain))
+        tools, system = agent_context(
+            domains.get(task.domain), system_prompt=system_prompt, tools_in_prompt=tools_in_prompt
+        )
         tokens = tokenize_dialogue(tokenizer, task.reference_dialogue, tools, system)
         out.append(Example(tokens.token_ids, tokens.policy_mask, task.id))
     return out
+
+
+def agent_examples_for(data: DataConfig) -> Callable[[Any, Sequence[pb.Task]], list[Example]]:
+    """`agent_examples` with the prompt options of `data` (which must match the rollouts')."""
+    return functools.partial(agent_examples, system_prompt=data.system_prompt, tools_in_prompt=data.tools_in_prompt)
 
 
 _ROLES = {"user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT, "tool": pb.ROLE_TOOL}

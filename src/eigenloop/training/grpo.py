@@ -24,9 +24,9 @@ import torch
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.training.config import AdvantageConfig, FilterConfig, GRPOConfig, LossConfig, RewardConfig
-from eigenloop.training.data import Cursor, EmptyDatasetError, Example, Rows, agent_examples, load_tasks, usable
+from eigenloop.training.data import Cursor, EmptyDatasetError, Example, Rows, agent_examples_for, load_tasks, usable
 from eigenloop.training.rollouts import RolloutSource, open_source
-from eigenloop.training.run import Timer, TrainingRun, target_weights, token_logprobs
+from eigenloop.training.run import Timer, TrainingError, TrainingRun, target_weights, token_logprobs
 from eigenloop.training.sft import lay_out_batch, sft_loss
 from eigenloop.training.sync import WeightSync, open_sync
 
@@ -214,13 +214,15 @@ def run_grpo(
 ) -> GRPOResult:
     """Train until `config.steps` (or `stop_at`). `source` and `sync` default to what the config names."""
     if config.model.path is None:
-        raise EmptyDatasetError("GRPO starts from a trained policy: set model.path (e.g. an SFT run's model)")
+        raise TrainingError("GRPO starts from a trained policy: set model.path (e.g. an SFT run's model)")
     run = TrainingRun(config, run_id=run_id, examples=lambda tok: [], resume=resume)
     try:
         sft_examples: list[Example] = []
         if config.loss.sft_weight > 0:
             train_tasks, _ = load_tasks(config.data)
-            sft_examples, dropped = usable(agent_examples(run.tokenizer, train_tasks), config.data.max_length)
+            sft_examples, dropped = usable(
+                agent_examples_for(config.data)(run.tokenizer, train_tasks), config.data.max_length
+            )
             if not sft_examples:
                 raise EmptyDatasetError(
                     f"loss.sft_weight > 0 but no usable reference dialogue for the SFT blend (dropped {dropped})"
@@ -229,7 +231,7 @@ def run_grpo(
         reference = run.reference_model() if config.loss.kl_coef > 0 else None
         if run.ctx.is_main:
             source = source or open_source(config, run.state.cursor.get("rollouts", {}))
-            sync = sync if sync is not None else open_sync(config.sync)
+            sync = sync if sync is not None else open_sync(config)
         last = min(config.steps, stop_at or config.steps)
         values: dict[str, float] = {}
         while run.state.step < last:

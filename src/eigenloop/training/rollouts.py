@@ -6,11 +6,18 @@ so a live source can bound how far its rollouts run ahead (bounded staleness). I
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.data import read_jsonl
 from eigenloop.training.config import GRPOConfig
+from eigenloop.training.data import EmptyDatasetError, load_tasks
+from eigenloop.training.run import TrainingError
 
 
 class RolloutSource(Protocol):
@@ -49,12 +56,90 @@ class FileSource:
         pass
 
 
+def task_cycle(tasks: Sequence[pb.Task], seed: int, skip: int = 0) -> Iterator[pb.Task]:
+    """Tasks in a seeded order, reshuffled every pass, endlessly; `skip` resumes after that many."""
+    for epoch in itertools.count():
+        order = list(tasks)
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        for task in order:
+            if skip:
+                skip -= 1
+                continue
+            yield task
+
+
+class ManagerSource:
+    """Groups from a live rollout manager (eigenloop.rollout.manager), as they complete.
+
+    The manager plays ahead of the trainer (overlapping rollouts with training) by at most its `max_ready_groups`;
+    being told the trained policy version is what lets it measure (and drop) stale groups.
+    """
+
+    def __init__(self, manager: Any, tasks: Iterator[pb.Task], delivered: int = 0, closer: Any = None) -> None:
+        self.manager = manager
+        self.delivered = delivered
+        self._groups = manager.rollout(tasks)
+        self._closer = closer
+
+    def groups(self, count: int, policy_version: int) -> list[list[pb.Trajectory]]:
+        self.manager.set_policy_version(policy_version)
+        out = []
+        for _ in range(count):
+            out.append(list(next(self._groups).trajectories))
+            self.delivered += 1
+        return out
+
+    def cursor(self) -> dict[str, Any]:
+        return {"delivered": self.delivered}
+
+    def close(self) -> None:
+        self._groups.close()
+        if self._closer is not None:
+            self._closer.close()
+
+
 def open_source(config: GRPOConfig, cursor: dict[str, Any]) -> RolloutSource:
     rollouts = config.rollouts
     if rollouts.source == "file":
         assert rollouts.path is not None  # the config validator guarantees it
         return FileSource(read_jsonl(rollouts.path, pb.Trajectory), int(cursor.get("position", 0)))
-    raise NotImplementedError(
-        "rollouts.source 'manager' needs the rollout manager (eigenloop.rollout), which is not wired in yet; "
-        "use rollouts.source: file, or pass a RolloutSource to run_grpo"
+    from eigenloop.rollout.episode import EpisodeConfig
+    from eigenloop.rollout.factory import rollout_manager
+    from eigenloop.rollout.manager import RolloutConfig
+
+    if rollouts.inference is None:
+        raise TrainingError(
+            "rollouts.source 'manager' needs rollouts.inference (host:port of the inference replicas that serve the "
+            "policy and receive its weights after every step)"
+        )
+    assert config.model.path is not None  # run_grpo checked it
+    tasks, _ = load_tasks(config.data)
+    if not tasks:
+        raise EmptyDatasetError("rollouts.source 'manager' needs tasks: set data.tasks or data.domains")
+    episode = EpisodeConfig(
+        max_turns=rollouts.max_turns,
+        max_tokens=config.data.max_length,
+        max_new_tokens=rollouts.max_new_tokens,
+        temperature=rollouts.temperature,
+        system_prompt=config.data.system_prompt,
+        tools_in_prompt=config.data.tools_in_prompt,
     )
+    manager_config = RolloutConfig(
+        group_size=rollouts.group_size,
+        max_ready_groups=rollouts.max_inflight_groups,
+        max_staleness=config.filter.max_staleness,
+        seed=config.seed,
+        episode=episode,
+    )
+    stack = contextlib.ExitStack()
+    manager = stack.enter_context(
+        rollout_manager(
+            Path(config.model.path),
+            manager_config,
+            inference=rollouts.inference,
+            toolenv=rollouts.toolenv,
+            user_sim=rollouts.user_sim,
+        )
+    )
+    delivered = int(cursor.get("delivered", 0))
+    return ManagerSource(manager, task_cycle(tasks, config.seed, delivered), delivered, closer=stack)

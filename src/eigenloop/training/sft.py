@@ -18,7 +18,16 @@ from typing import Any
 import torch
 
 from eigenloop.training.config import SFTConfig
-from eigenloop.training.data import Cursor, EmptyDatasetError, Example, Rows, agent_examples, layout, load_tasks, usable
+from eigenloop.training.data import (
+    Cursor,
+    EmptyDatasetError,
+    Example,
+    Rows,
+    agent_examples_for,
+    layout,
+    load_tasks,
+    usable,
+)
 from eigenloop.training.run import Timer, TrainingRun, target_weights, token_logprobs
 
 ExampleBuilder = Callable[[Any, Sequence[Any]], list[Example]]
@@ -82,13 +91,15 @@ class SFTResult:
 def run_sft(
     config: SFTConfig,
     *,
-    examples: ExampleBuilder = agent_examples,
+    examples: ExampleBuilder | None = None,
     run_id: str = "sft",
     resume: bool = False,
     stop_at: int | None = None,
     on_step: OnStep | None = None,
 ) -> SFTResult:
-    """Train until `config.steps` (or `stop_at`, to interrupt a run on purpose), checkpointing on the way."""
+    """Train until `config.steps` (or `stop_at`, to interrupt a run on purpose), checkpointing on the way.
+    `examples` turns tasks into training sequences; default: the agent's view (`agent_examples_for`)."""
+    examples = examples or agent_examples_for(config.data)
     train_tasks, held_tasks = load_tasks(config.data)
     run = TrainingRun(config, run_id=run_id, examples=lambda tok: examples(tok, train_tasks), resume=resume)
     try:

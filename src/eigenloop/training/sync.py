@@ -16,7 +16,7 @@ from safetensors.torch import save as save_safetensors
 from eigenloop.contracts.v1 import inference_pb2 as ipb
 from eigenloop.contracts.v1 import inference_pb2_grpc
 from eigenloop.rpc.client import ServicePolicy, connect
-from eigenloop.training.config import SyncConfig
+from eigenloop.training.config import GRPOConfig, SyncConfig
 
 POLICY = ServicePolicy("eigenloop.v1.Inference", unary_timeout_s=120.0)
 
@@ -83,5 +83,11 @@ class InferenceSync:
             channel.close()
 
 
-def open_sync(config: SyncConfig) -> WeightSync | None:
-    return InferenceSync(config) if config.inference else None
+def open_sync(config: GRPOConfig) -> WeightSync | None:
+    """Sync to `sync.inference`; unset, to the replicas live rollouts sample from (every one of them)."""
+    addresses = list(config.sync.inference)
+    if not addresses and config.rollouts.source == "manager" and config.rollouts.inference:
+        addresses = [a.strip() for a in config.rollouts.inference.split(",") if a.strip()]
+    if not addresses:
+        return None
+    return InferenceSync(config.sync.model_copy(update={"inference": addresses}))
