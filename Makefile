@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVICES := $(wildcard services/*/pyproject.toml)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck contracts bench clean
+.PHONY: setup demo test lint typecheck contracts bench clean deploy-tools image-tools test-images
 
 $(STAMP): pyproject.toml $(SERVICES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,8 +29,26 @@ typecheck: setup
 contracts: setup
 	$(BIN)/python scripts/generate_contracts.py
 
-test: lint typecheck
+test: lint typecheck deploy-tools
 	$(BIN)/python -m pytest
+	$(MAKE) test-images
+
+# Debian tools the deploy tests run: promtool and Prometheus (tests/deploy/test_monitoring.py); for the image
+# stage podman, runc (podman's crun cannot run under cgroup v1 hybrid) and debootstrap. Installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+
+deploy-tools:
+	command -v promtool >/dev/null || { $(SUDO) apt-get update -q && $(APT_INSTALL) prometheus; }
+
+image-tools:
+	command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null \
+		|| { $(SUDO) apt-get update -q && $(APT_INSTALL) podman runc debootstrap; }
+
+# The slow stage, separate from the unit/integration run: build every torch-free service image from a
+# debootstrap base and a wheelhouse made on the host, run each one, check health, drain and the absence of torch.
+test-images: setup image-tools
+	EIGENLOOP_IMAGE_TESTS=1 $(BIN)/python -m pytest -q tests/deploy/test_images.py
 
 bench: setup
 	$(BIN)/python benchmarks/toolenv_overhead.py

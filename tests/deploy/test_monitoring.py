@@ -269,4 +269,4 @@ def test_rules_evaluate_without_errors_on_live_data(prometheus: Prometheus) -> N
     assert prometheus.has("eigenloop:pass_rate:rate30m")
     assert prometheus.has('eigenloop:grpc_error_ratio:rate5m{grpc_service="eigenloop.v1.ToolEnv"}')
     # Nothing is wrong with this healthy stack: no alert fires.
-    assert prometheus.query("ALERTS")["data"]["result"] == []
+    assert prometheus.query('ALERTS{alertstate="firing"}')["data"]["result"] == []
