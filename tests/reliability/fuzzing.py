@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
 from hypothesis import HealthCheck, settings
 
 from eigenloop.launcher import health
@@ -32,3 +37,21 @@ def fuzz_settings(examples: int) -> settings:
 def assert_alive(service: ServiceProcess) -> None:
     assert service.proc.poll() is None, f"the server exited:\n{service.log.read_text()[-3000:]}"
     assert health(service.address, timeout_s=5) == "SERVING"
+
+
+def run_atheris(fuzz_one: Callable[[bytes], None], modules: Sequence[ModuleType]) -> None:
+    """A coverage-guided atheris session over `fuzz_one`, with libFuzzer flags from sys.argv.
+
+    Only the functions and methods defined in `modules` are instrumented: instrumenting everything loaded
+    (pydantic, protobuf, ...) takes over a minute at start-up, for coverage of code that is not under test.
+    """
+    import atheris
+
+    for module in modules:
+        for value in vars(module).values():
+            members = vars(value).values() if inspect.isclass(value) else [value]
+            for member in members:
+                if inspect.isfunction(member) and member.__module__ == module.__name__:
+                    atheris.instrument_func(member)
+    atheris.Setup(sys.argv, fuzz_one)
+    atheris.Fuzz()

@@ -22,13 +22,14 @@ class ParsedToolCalls:
     """The generated text with every well-formed `<tool_call>` block removed (malformed ones stay), stripped."""
     tool_calls: tuple[ToolCallRequest, ...]
     malformed: bool
-    """True when some block did not parse (bad JSON, no name, arguments not an object, or unclosed)."""
+    """True when some block did not parse (bad JSON, no name, arguments not an object, not UTF-8, or unclosed)."""
 
 
 def _parse_block(body: str) -> tuple[str, str] | None:
+    # RecursionError: JSON nested deeper than the interpreter's stack ("[[[[..."), which generated text can be.
     try:
         obj = json.loads(body.strip())
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(obj, dict):
         return None
@@ -39,11 +40,22 @@ def _parse_block(body: str) -> tuple[str, str] | None:
     if isinstance(args, str):  # some models emit the arguments JSON-encoded
         try:
             args = json.loads(args)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return None
     if not isinstance(args, dict):
         return None
-    return name, json.dumps(args, ensure_ascii=False)
+    arguments = json.dumps(args, ensure_ascii=False)
+    if not (_is_utf8(name) and _is_utf8(arguments)):  # a "\ud800" escape decodes to a lone surrogate: no UTF-8 form,
+        return None  # so the call could not travel in a contract message
+    return name, arguments
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_tool_calls(text: str) -> ParsedToolCalls:
