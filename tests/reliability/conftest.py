@@ -1,4 +1,5 @@
-"""Records of what the reliability tests tried and what came of it, for docs/reliability.md.
+"""Records of what the reliability tests tried and what came of it, for docs/reliability.md; and the inference
+server the fuzz and fault tests share.
 
 A test takes the `trials` fixture and calls `trials.record(area, tried, outcome)` once per case (a fuzz test
 calls it thousands of times; equal records are counted, not repeated). When the environment variable
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support import ServiceProcess
 
 RECORDS_ENV = "EIGENLOOP_RELIABILITY_RECORDS"
 _KEY = pytest.StashKey["Trials"]()
@@ -67,3 +70,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
     tmp.replace(path)
+
+
+INFERENCE_CONTEXT = 48  # --max-model-len: keeps every generation short
+
+
+@pytest.fixture(scope="session")
+def inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """One inference process serving a tiny random model (built here), shared by the tests that need it."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.llm_fixtures import build_tiny_chat_model
+
+    model = build_tiny_chat_model(tmp_path_factory.mktemp("tiny-policy"))
+    args = ["--model", str(model), "--http-port", "-1", "--max-model-len", str(INFERENCE_CONTEXT)]
+    with ServiceProcess("eigenloop_inference.server", [*args, "--batch-window-ms", "1"]) as service:
+        yield service

@@ -10,8 +10,6 @@ messages with random byte edits and invalid UTF-8 for each.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 from hypothesis import given
@@ -20,7 +18,7 @@ from hypothesis import strategies as st
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import inference_pb2 as ipb
 from eigenloop.contracts.v1 import inference_pb2_grpc
-from tests.reliability.conftest import Trials
+from tests.reliability.conftest import INFERENCE_CONTEXT, Trials
 from tests.reliability.fuzzing import CLEAR, assert_alive, fuzz_settings
 from tests.reliability.protofuzz import invalid_utf8, messages, mutated, raw_call
 from tests.support import ServiceProcess
@@ -28,12 +26,10 @@ from tests.support import ServiceProcess
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tests.llm_fixtures import build_tiny_chat_model
 
 SERVICE = "/eigenloop.v1.Inference/"
-CONTEXT = 48  # --max-model-len: keeps every generation short
 PROMPT = [5, 17, 30]
-TOKEN_IDS = st.lists(st.integers(0, 420) | st.integers(-(2**31), 2**31 - 1), max_size=CONTEXT + 4)
+TOKEN_IDS = st.lists(st.integers(0, 420) | st.integers(-(2**31), 2**31 - 1), max_size=INFERENCE_CONTEXT + 4)
 OVERRIDES = {
     "prompt_token_ids": TOKEN_IDS,
     "stop_token_ids": st.lists(st.integers(-5, 500), max_size=3),
@@ -44,15 +40,6 @@ OVERRIDES = {
 }
 GENERATE = messages(ipb.GenerateRequest, OVERRIDES)
 CHUNKS = messages(ipb.WeightChunk, OVERRIDES)
-
-
-@pytest.fixture(scope="module")
-def inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    model = build_tiny_chat_model(tmp_path_factory.mktemp("tiny-policy"))
-    args = ["--model", str(model), "--http-port", "-1", "--max-model-len", str(CONTEXT), "--batch-window-ms", "1"]
-    with ServiceProcess("eigenloop_inference.server", args) as service:
-        yield service
-        assert_alive(service)
 
 
 def generate(channel: grpc.Channel) -> list[int]:
