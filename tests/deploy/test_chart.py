@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -10,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from eigenloop.training.config import load_config
 from tests.deploy.chart import (
     CHART,
     NAMESPACE,
@@ -57,7 +59,7 @@ def test_helm_lint_is_clean(values: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("values", "operator", "kube"),
-    [("default", True, "1.27.0"), ("default", False, "1.31.0"), ("large", True, "1.33.0"), ("large", False, "1.37.0")],
+    [("default", True, "1.28.0"), ("default", False, "1.31.0"), ("large", True, "1.33.0"), ("large", False, "1.37.0")],
 )
 def test_every_manifest_is_valid_kubernetes(values: str, operator: bool, kube: str) -> None:
     docs = render(VALUE_SETS[values], operator=operator, kube_version=f"v{kube}")
@@ -104,6 +106,7 @@ def test_install_enforces_the_chart_kube_version() -> None:
         ({"toolenv": {"resources": {"requests": None}}}, "missing property 'requests'"),
         ({"podSecurityContext": {"runAsNonRoot": False}}, "at '/podSecurityContext/runAsNonRoot': value must be true"),
         ({"userSim": {"autoscaling": {"maxReplica": 3}}}, "additional properties 'maxReplica' not allowed"),
+        ({"trainer": {"run": {"stage": "pretrain"}}}, "value must be one of '', 'sft', 'user-sft', 'grpo'"),
         ({"persistence": {"data": {"accessModes": ["ReadWriteSometimes"]}}}, "value must be one of 'ReadWriteOnce'"),
         ({"monitoring": {"podMonitor": {"interval": "soon"}}}, "'soon' does not match pattern"),
     ],
@@ -120,8 +123,9 @@ def test_schema_accepts_the_shipped_values(values: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
+        ({"trainer": {"nodes": 2}}, "trainer.run.stage is empty: the Trainer gRPC service is one process"),
         (
-            {"trainer": {"nodes": 2}},
+            {"trainer": {"nodes": 2, "run": {"stage": "sft"}}},
             "2 pods mount this claim, so persistence.data.accessModes must include ReadWriteMany",
         ),
         ({"inference": {"replicas": 2}}, "inference.model.accessModes must include ReadOnlyMany or ReadWriteMany"),
@@ -212,16 +216,37 @@ def test_inference_runs_on_gpu_nodes_with_vllm_settings_and_the_model(large: lis
     assert find(large, "PersistentVolumeClaim", "inference-models") == []  # existingClaim is used
 
 
-def test_trainer_launches_torchrun_across_nodes(large: list[dict[str, Any]]) -> None:
+def test_trainer_serves_its_api_by_default(default: list[dict[str, Any]]) -> None:
+    trainer = one(default, "StatefulSet", "trainer")
+    assert trainer["spec"]["replicas"] == 1
+    container = pod_spec(trainer)["containers"][0]
+    assert "command" not in container and container["args"] == ["--config", "/etc/eigenloop/config.yaml"]
+    assert container["readinessProbe"]["grpc"] == {"port": 50051}
+    assert env(container)["EIGENLOOP_TRAINER_RUNS_DIR"] == "/checkpoints/runs"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
+
+
+def test_trainer_runs_a_stage_as_a_torchrun_job_across_nodes(large: list[dict[str, Any]], tmp_path: Path) -> None:
     trainer = one(large, "StatefulSet", "trainer")
     assert trainer["spec"]["replicas"] == 2
     assert trainer["spec"]["serviceName"] == f"{RELEASE}-eigenloop-trainer-rdzv"
     container = pod_spec(trainer)["containers"][0]
-    command = container["command"]
-    assert command[0] == "torchrun" and command[-2:] == ["--no-python", "eigenloop-trainer"]
-    assert "--nnodes=2" in command and "--nproc-per-node=8" in command and "--rdzv-backend=c10d" in command
+    assert container["command"][:2] == ["sh", "-c"] and "readinessProbe" not in container
+    script = container["command"][2]
     pod0 = f"{RELEASE}-eigenloop-trainer-0.{RELEASE}-eigenloop-trainer-rdzv.{NAMESPACE}.svc.cluster.local"
-    assert f"--rdzv-endpoint={pod0}:29400" in command
+    for arg in ("--nnodes=2", "--nproc-per-node=8", '--node-rank="$POD_INDEX"', f"--master-addr={pod0}"):
+        assert arg in script
+    assert script.endswith('--no-python eigenloop train grpo --config /etc/eigenloop/run.yaml "$@"')
+    assert "ls /checkpoints/runs/grpo-airline/checkpoints/step-*" in script  # resume only when there is one
+    assert env(container)["POD_INDEX"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    run = yaml.safe_load(one(large, "ConfigMap", "trainer-run")["data"]["run.yaml"])
+    assert run["run_dir"] == "/checkpoints/runs/grpo-airline" and run["metrics"] == {"prometheus_port": 9090}
+    assert run["rollouts"]["user_sim"] == f"dns:///{RELEASE}-eigenloop-user-sim.{NAMESPACE}.svc.cluster.local:50051"
+    assert run["rollouts"]["group_size"] == 8
+    # What the pods read is a valid config of the stage.
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(run))
+    assert load_config("grpo", path).rollouts.toolenv == run["rollouts"]["toolenv"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
     claims = {
         v["name"]: v["persistentVolumeClaim"]["claimName"]
@@ -232,6 +257,9 @@ def test_trainer_launches_torchrun_across_nodes(large: list[dict[str, Any]]) -> 
     for pvc in find(large, "PersistentVolumeClaim"):
         assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
         assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # Only global rank 0 (pod 0) serves /metrics: Prometheus skips the other trainer pods.
+    (relabel,) = find(large, "PodMonitor")[0]["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    assert (relabel["regex"], relabel["action"]) == ("trainer;[1-9][0-9]*", "drop")
 
 
 def test_network_policies_admit_only_callers_and_prometheus(default: list[dict[str, Any]]) -> None:
