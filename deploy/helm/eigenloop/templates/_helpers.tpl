@@ -243,6 +243,11 @@ affinity:
 {{- toYaml $r -}}
 {{- end }}
 
+{{/* Claim holding inference's model. */}}
+{{- define "eigenloop.modelClaim" -}}
+{{- .Values.inference.model.existingClaim | default (printf "%s-inference-models" (include "eigenloop.fullname" .)) -}}
+{{- end }}
+
 {{/* Claim name of a persistence volume: (dict "root" $ "key" "data"). */}}
 {{- define "eigenloop.claim" -}}
 {{- (index .root.Values.persistence .key).existingClaim | default (printf "%s-%s" (include "eigenloop.fullname" .root) .key) -}}
