@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(SERVICES)
 setup: $(STAMP)
 
 demo: setup
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,16 +1,13 @@
 #!/usr/bin/env bash
-# The embedded demo at this stage: start every service on loopback, replay the toy domain's sample
-# episodes through toolenv (tool calls + checker rewards), check the domains' checkers, show the
-# services, stop them.
+# The main job: `eigenloop quickstart` — synthesize tasks, SFT, user-model SFT, GRPO, evaluate, report — with
+# every service as a local process on loopback. Extra arguments go to quickstart (e.g. `make demo ARGS=--fast`).
+# Run again with the same folder and it resumes after the last finished stage (a finished run just prints
+# its summary again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eigenloop=.venv/bin/eigenloop
-$eigenloop down >/dev/null 2>&1 || true
-$eigenloop up
-trap '$eigenloop down' EXIT
-$eigenloop env domains
-$eigenloop env describe toy
-$eigenloop env episode --domain toy
-$eigenloop domains check telecom
-$eigenloop user-sim replay --domain telecom
-$eigenloop status
+out="${QUICKSTART_OUT:-quickstart-out}"
+resume=()
+if [ -f "$out/config.yaml" ]; then
+    resume=(--resume)
+fi
+exec .venv/bin/eigenloop quickstart --out "$out" "${resume[@]}" "$@"

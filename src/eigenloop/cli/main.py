@@ -13,6 +13,7 @@ from eigenloop import launcher
 from eigenloop.cli.checkers import checkers_app
 from eigenloop.cli.domains import domains_app
 from eigenloop.cli.env import env_app
+from eigenloop.cli.quickstart import quickstart
 from eigenloop.cli.eval import eval_command
 from eigenloop.cli.train import train_app
 from eigenloop.cli.user_sim import user_sim_app
@@ -22,6 +23,7 @@ app.add_typer(env_app, name="env")
 app.add_typer(domains_app, name="domains")
 app.add_typer(checkers_app, name="checkers")
 app.add_typer(user_sim_app, name="user-sim")
+app.command()(quickstart)
 app.add_typer(train_app, name="train")
 app.command("eval")(eval_command)
 console = Console()

@@ -6,6 +6,7 @@ from importlib.resources import files
 
 from eigenloop.domains.base import Domain, DomainState, collect_tools
 from eigenloop.domains.toy.db import Mailbox, generate_db
+from eigenloop.domains.toy.samplers import SAMPLERS
 from eigenloop.domains.toy.tools import ASSERTIONS, TOOLS
 
 
@@ -20,4 +21,5 @@ DOMAIN = Domain(
     make_state=make_state,
     tools=collect_tools(TOOLS),
     assertions=ASSERTIONS,
+    samplers=SAMPLERS,
 )

@@ -1,0 +1,93 @@
+"""The quickstart's whole configuration: one pydantic model, written to `<out>/config.yaml` before anything runs.
+
+Two presets: the default (about 20 minutes on 2 cores) and `--fast` (a few minutes: the same stages with
+smaller budgets, for tests and a first look). Budgets follow ../shared/notes/learnability.md: a ~1M-parameter
+Qwen2 from scratch, digits split, SFT at lr 2e-3, GRPO at about a tenth of that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthSection(_Section):
+    rounds: int = Field(default=4, ge=1, description="evolution rounds (the first uses the naive initial prompts)")
+    per_round: int = Field(default=150, ge=1, description="candidate tasks generated per round")
+    minibatch: int = Field(default=8, ge=1, description="fresh tasks each evolution candidate is scored on")
+    heldout: int = Field(
+        default=60, ge=0, description="held-out evaluation tasks (unseen entities, never trained on); 0: none written"
+    )
+    evolve: bool = True
+    validate_tasks: bool = True
+    diversity: bool = True
+
+
+class ModelSection(_Section):
+    preset: str = Field(default="small", description="eigenloop.models.PRESETS: tiny | xs | small | medium")
+    vocab_size: int = Field(default=1000, ge=259)
+    max_position_embeddings: int = Field(default=1024, ge=64)
+
+
+class SFTSection(_Section):
+    steps: int = Field(default=160, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+
+
+class GRPOSection(_Section):
+    steps: int = Field(default=40, ge=1)
+    tasks_per_step: int = Field(default=8, ge=1)
+    group_size: int = Field(default=8, ge=2)
+    lr: float = Field(default=1.5e-4, gt=0)
+    zero_variance_filter: bool = True
+    sft_weight: float = Field(default=0.0, ge=0, description="weight of the SFT loss blended into GRPO")
+    user: str = Field(default="fine-tuned", pattern="^(fine-tuned|base)$", description="which user model GRPO talks to")
+
+
+class EvalSection(_Section):
+    samples: int = Field(default=4, ge=1, description="samples per task at temperature 1 (pass@1 sampled, pass^k)")
+    max_turns: int = Field(default=6, ge=1, description="agent turns per episode")
+
+
+class QuickstartConfig(_Section):
+    domain: str = "toy"
+    seed: int = Field(default=0, ge=0, lt=2**31)
+    fast: bool = False
+    threads: int = Field(default=2, ge=1, description="torch threads of the trainer process")
+    synth: SynthSection = SynthSection()
+    model: ModelSection = ModelSection()
+    sft: SFTSection = SFTSection()
+    user_sft: SFTSection = SFTSection(steps=120)
+    grpo: GRPOSection = GRPOSection()
+    eval: EvalSection = EvalSection()
+
+    @classmethod
+    def preset(cls, *, fast: bool, seed: int, domain: str) -> QuickstartConfig:
+        if not fast:
+            return cls(domain=domain, seed=seed)
+        return cls(
+            domain=domain,
+            seed=seed,
+            fast=True,
+            synth=SynthSection(rounds=3, per_round=40, minibatch=4, heldout=8),
+            sft=SFTSection(steps=30, batch_size=16),
+            user_sft=SFTSection(steps=20, batch_size=16),
+            grpo=GRPOSection(steps=3, tasks_per_step=4, group_size=4),
+            eval=EvalSection(samples=4),
+        )
+
+
+def write_config(config: QuickstartConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def read_config(path: Path) -> QuickstartConfig:
+    return QuickstartConfig.model_validate(yaml.safe_load(path.read_text()))

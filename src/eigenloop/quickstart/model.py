@@ -1,0 +1,53 @@
+"""The quickstart's tokenizer and untrained models: a BPE trained on the synthesized dialogues, two small Qwen2s.
+
+The chat template is eigenloop's ChatML template with a compact tool listing: one line per tool, its name and
+argument names, instead of the full JSON Schema with descriptions. The tools are the same; only their rendering
+is shorter, and on 2 CPU cores prompt length is the main cost of every SFT step and rollout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.models import CHAT_TEMPLATE, build_model, save_model, train_tokenizer
+from eigenloop.quickstart.config import ModelSection
+from eigenloop.training.data import agent_examples, user_examples
+
+_JSON_LISTING = "{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
+_COMPACT_LISTING = (
+    "{% for tool in tools %}{{ tool.function.name }}({{ tool.function.parameters.properties | list | join(', ') }})"
+    "\n{% endfor %}"
+)
+if _JSON_LISTING not in CHAT_TEMPLATE:  # pragma: no cover - guards against the template changing under us
+    raise ImportError("eigenloop.models.CHAT_TEMPLATE no longer lists tools as JSON; update the compact template")
+COMPACT_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(_JSON_LISTING, _COMPACT_LISTING)
+
+
+def dialogue_texts(tasks: list[pb.Task]) -> list[str]:
+    """Every task's dialogue as the agent and as the simulated user see it, rendered by the compact template."""
+    bootstrap = train_tokenizer([], vocab_size=259)  # bytes only: enough to render and decode
+    bootstrap.chat_template = COMPACT_CHAT_TEMPLATE
+    examples = agent_examples(bootstrap, tasks) + user_examples(bootstrap, tasks)
+    return [str(bootstrap.decode(e.token_ids)) for e in examples]
+
+
+def build_models(tasks: list[pb.Task], spec: ModelSection, out: Path, seed: int) -> dict[str, Any]:
+    """`out/agent` and `out/user`: the same tokenizer, two freshly initialised models. Returns a summary."""
+    tokenizer = train_tokenizer(dialogue_texts(tasks), spec.vocab_size)
+    tokenizer.chat_template = COMPACT_CHAT_TEMPLATE
+    sizes = {}
+    for offset, name in enumerate(("agent", "user")):
+        model = build_model(
+            spec.preset, tokenizer, max_position_embeddings=spec.max_position_embeddings, seed=seed + offset
+        )
+        save_model(out / name, tokenizer, model)
+        sizes[name] = sum(p.numel() for p in model.parameters())
+    lengths = [len(e.token_ids) for e in agent_examples(tokenizer, tasks)]
+    return {
+        "vocab_size": len(tokenizer),
+        "parameters": sizes["agent"],
+        "agent_dialogue_tokens_mean": sum(lengths) / max(len(lengths), 1),
+        "agent_dialogue_tokens_max": max(lengths, default=0),
+    }
