@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python benchmarks/toolenv_overhead.py
 	$(BIN)/python benchmarks/domains.py
 	$(BIN)/python benchmarks/user_sim_scaling.py
+	$(BIN)/python benchmarks/rollout.py
 
 clean:
 	rm -rf $(VENV) .eigenloop .pytest_cache .mypy_cache .ruff_cache

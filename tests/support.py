@@ -21,7 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 class ServiceProcess:
     """A service started as its own process, waited on until SERVING; stopped with SIGTERM on exit."""
 
-    def __init__(self, module: str, args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        start_timeout_s: float = 120.0,  # torch-based services take a minute to import on a busy 2-core machine
+    ) -> None:
         self.port = free_port()
         self.metrics_port = free_port()
         self.address = f"{HOST}:{self.port}"
@@ -40,7 +46,7 @@ class ServiceProcess:
         ]
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + start_timeout_s
         while health(self.address, timeout_s=0.5) != "SERVING":
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()

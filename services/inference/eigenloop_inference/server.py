@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import torch
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -48,6 +49,9 @@ class InferenceConfig(ServiceConfig):
     max_batch_size: int = Field(8, ge=1, description="most requests decoded together")
     batch_window_ms: float = Field(5.0, ge=0, description="how long the first waiting request waits for company")
     max_model_len: int = Field(0, ge=0, description="context length (prompt + completion); 0: the model's own")
+    torch_threads: int = Field(
+        0, ge=0, description="CPU threads for torch; 0: torch's default. 1 when other processes share few cores"
+    )
     http_host: str = Field("", description="address the OpenAI HTTP endpoint binds; empty: same as host")
     http_port: int = Field(0, ge=-1, le=65535, description="OpenAI HTTP port; 0 picks a free one (logged), -1 off")
     http_max_concurrent: int = Field(64, ge=1, description="chat completions in flight; beyond: HTTP 503")
@@ -169,6 +173,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
 def registrations(config: InferenceConfig) -> list[Registration]:
     assert config.model is not None  # the validator guarantees it
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)  # spinning thread pools on oversubscribed cores stall every step
     engine = TransformersEngine(
         config.model,
         device=config.device,

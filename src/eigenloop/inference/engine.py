@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 import threading
 import time
 from collections.abc import Mapping
@@ -95,12 +96,11 @@ class _Request:
     top_k: int
     max_new_tokens: int
     stop_ids: frozenset[int]
-    seed: int | None
+    rng: random.Random
     future: Future[Generation] = field(default_factory=Future)
     generated: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish: FinishReason | None = None
-    generator: torch.Generator | None = None
 
 
 def _as_ids(value: Any) -> list[int]:
@@ -115,8 +115,8 @@ class TransformersEngine:
     """One causal LM serving `generate` calls from many threads, batched dynamically.
 
     Sampling per request: temperature 0 is greedy (argmax), otherwise softmax(logits / temperature) after top_k
-    (0 = off) and top_p (0 or 1 = off) filtering, drawn with a per-request `torch.Generator` seeded from
-    `params.seed` when set (random otherwise). Returned logprobs are always those of the untempered distribution,
+    (0 = off) and top_p (0 or 1 = off) filtering, drawn by inverse CDF from a per-request uniform stream seeded
+    from `params.seed` when set (random otherwise). Returned logprobs are always those of the untempered distribution,
     log_softmax of the raw logits, whatever temperature/top_p/top_k did to the sampling distribution: they are
     what a trainer needs to recompute the policy's probability of the tokens it sampled.
 
@@ -243,7 +243,7 @@ class TransformersEngine:
             top_k=params.top_k,
             max_new_tokens=max_new,
             stop_ids=frozenset(params.stop_token_ids),
-            seed=params.seed if params.HasField("seed") else None,
+            rng=random.Random(params.seed) if params.HasField("seed") else random.Random(),
         )
         with self._cond:
             if self._closed:
@@ -379,13 +379,6 @@ class TransformersEngine:
     @torch.inference_mode()
     def _decode(self, batch: list[_Request]) -> None:
         device = self.device
-        for request in batch:
-            if request.temperature > 0:
-                request.generator = torch.Generator(device=device)
-                if request.seed is None:
-                    request.generator.seed()
-                else:
-                    request.generator.manual_seed(request.seed)
         width = max(len(r.prompt_ids) for r in batch)
         input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long, device=device)
         mask = torch.zeros((len(batch), width), dtype=torch.long, device=device)
@@ -403,15 +396,17 @@ class TransformersEngine:
         while True:
             logits = out.logits[:, -1, :].float()
             logprobs = torch.log_softmax(logits, dim=-1)
-            step = torch.full((len(batch), 1), self.pad_token_id, dtype=torch.long, device=device)
-            active = 0
-            for i, request in enumerate(batch):
+            tokens = self._sample(logits, batch)
+            chosen = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
+            step = tokens[:, None].to(device)
+            active = produced = 0
+            for i, (request, token) in enumerate(zip(batch, tokens.tolist(), strict=True)):
                 if request.finish is not None:
+                    step[i, 0] = self.pad_token_id
                     continue
-                token = self._sample(logits[i], request)
+                produced += 1
                 request.generated.append(token)
-                request.logprobs.append(float(logprobs[i, token]))
-                TOKENS_GENERATED.inc()
+                request.logprobs.append(chosen[i])
                 if token in request.stop_ids or token in self.eos_token_ids:
                     request.finish = "stop"
                 elif len(request.generated) >= request.max_new_tokens or (
@@ -420,7 +415,7 @@ class TransformersEngine:
                     request.finish = "length"
                 else:
                     active += 1
-                step[i, 0] = token
+            TOKENS_GENERATED.inc(produced)
             if active == 0:
                 return
             mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=torch.long, device=device)], dim=1)
@@ -428,17 +423,32 @@ class TransformersEngine:
             next_pos = next_pos + 1
 
     @staticmethod
-    def _sample(logits: torch.Tensor, request: _Request) -> int:
-        if request.temperature <= 0:
-            return int(torch.argmax(logits).item())
-        scaled = logits / request.temperature
-        if 0 < request.top_k < scaled.shape[-1]:
-            kth = torch.topk(scaled, request.top_k).values[-1]
-            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    def _sample(logits: torch.Tensor, batch: list[_Request]) -> torch.Tensor:
+        """One token per row, all rows at once: argmax for greedy rows, otherwise inverse-CDF sampling of
+        softmax(logits / temperature) after the row's top_k / top_p filter, with the row's own uniform draw
+        (so a seeded request samples the same tokens whatever shares its batch)."""
+        greedy = torch.argmax(logits, dim=-1)
+        sampled = [i for i, r in enumerate(batch) if r.temperature > 0 and r.finish is None]
+        if not sampled:
+            return greedy
+        rows = torch.tensor(sampled, dtype=torch.long, device=logits.device)
+        temperature = torch.tensor([batch[i].temperature for i in sampled], device=logits.device)
+        scaled = logits[rows] / temperature[:, None]
+        for j, i in enumerate(sampled):  # filters are rare: per row
+            request = batch[i]
+            if 0 < request.top_k < scaled.shape[-1]:
+                kth = torch.topk(scaled[j], request.top_k).values[-1]
+                scaled[j] = scaled[j].masked_fill(scaled[j] < kth, float("-inf"))
         probs = torch.softmax(scaled, dim=-1)
-        if 0 < request.top_p < 1:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass strictly above each token
-            sorted_probs = sorted_probs.masked_fill(before >= request.top_p, 0.0)  # the top token always stays
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        return int(torch.multinomial(probs, 1, generator=request.generator).item())
+        for j, i in enumerate(sampled):
+            top_p = batch[i].top_p
+            if 0 < top_p < 1:
+                sorted_probs, order = torch.sort(probs[j], descending=True)
+                before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass strictly above each token
+                sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the top token always stays
+                probs[j] = torch.zeros_like(probs[j]).scatter(-1, order, sorted_probs)
+        cdf = torch.cumsum(probs, dim=-1)
+        draws = torch.tensor([batch[i].rng.random() for i in sampled], device=logits.device, dtype=cdf.dtype)
+        picked = torch.searchsorted(cdf, (draws * cdf[:, -1])[:, None], right=True)[:, 0]
+        picked = picked.clamp(max=logits.shape[-1] - 1)
+        return greedy.index_copy(0, rows, picked)

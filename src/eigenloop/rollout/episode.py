@@ -45,6 +45,11 @@ class EpisodeConfig(BaseModel):
     top_p: float = Field(default=1.0, ge=0, le=1)
     top_k: int = Field(default=0, ge=0)
     system_prompt: str | None = Field(default=None, description="the agent's system prompt; None: the domain's policy")
+    tools_in_prompt: bool = Field(
+        default=True,
+        description="list the tool schemas in the system turn; small from-scratch models learn their tools from SFT "
+        "instead, with far shorter prompts (their SFT data must be tokenized the same way)",
+    )
 
 
 class _User(Protocol):
@@ -89,7 +94,9 @@ def run_episode(
     messages: list[pb.Message] = []
     user_turns: list[upb.UserTurn] = []
     dialogue = DialogueTokens(
-        tokenizer, env.tools, env.policy if config.system_prompt is None else config.system_prompt
+        tokenizer,
+        env.tools if config.tools_in_prompt else (),
+        env.policy if config.system_prompt is None else config.system_prompt,
     )
     budget = min(config.max_tokens, policy.max_model_len)
 

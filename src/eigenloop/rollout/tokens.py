@@ -18,6 +18,7 @@ tool calls (dual control) and their results are the user's business and are left
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,7 +123,7 @@ class DialogueTokens:
         self._history: list[dict[str, Any]] = []
         self._rendered = ""
         self._user_calling = False  # tool messages now answer the simulated user's calls (hidden from the agent)
-        self._generation_ids: list[int] | None = None  # cached for the current history
+        self._generation: tuple[str, list[int]] | None = None  # the generation prompt after the current history
         if system_prompt:
             self.extend([pb.Message(role=pb.ROLE_SYSTEM, content=system_prompt)])
 
@@ -147,7 +148,7 @@ class DialogueTokens:
         history = self._history + to_template_messages([chat_message(m) for m in visible])
         text = self._render(history, generation_prompt=False)
         self._append(self._delta(text, what=f"{len(visible)} message(s) after {len(self._history)}"), mask=0)
-        self._history, self._rendered = history, text
+        self._set_history(history, text)
 
     def prompt(self) -> list[int]:
         """The ids to generate the next assistant turn from: the dialogue so far plus the generation prompt."""
@@ -210,7 +211,6 @@ class DialogueTokens:
         self.token_ids.extend(ids)
         self.policy_mask.extend([mask] * len(ids))
         self.logprobs.extend([0.0] * len(ids))
-        self._generation_ids = None
 
     def _render(self, history: list[dict[str, Any]], *, generation_prompt: bool) -> str:
         kwargs: dict[str, Any] = {"tools": self._tools} if self._tools else {}
@@ -233,18 +233,29 @@ class DialogueTokens:
             )
         return self._encode(text[len(self._rendered) :])
 
+    def _set_history(self, history: list[dict[str, Any]], text: str) -> None:
+        self._history, self._rendered = history, text
+        self._generation = None
+
+    def _generation_prompt(self) -> tuple[str, list[int]]:
+        """The text `add_generation_prompt` adds after the current history, and its ids (computed once per history)."""
+        if self._generation is None:
+            if not self._history:
+                raise ValueError(
+                    "there is nothing to respond to: add the user's first message before an assistant turn"
+                )
+            text = self._render(self._history, generation_prompt=True)
+            if not text.startswith(self._rendered):
+                raise TemplateError("the chat template's generation prompt rewrites the dialogue before it")
+            delta = text[len(self._rendered) :]
+            self._generation = (delta, self._encode(delta))
+        return self._generation
+
     def _generation_text(self) -> str:
-        if not self._history:
-            raise ValueError("there is nothing to respond to: add the user's first message before an assistant turn")
-        text = self._render(self._history, generation_prompt=True)
-        if not text.startswith(self._rendered):
-            raise TemplateError("the chat template's generation prompt rewrites the dialogue before it")
-        return text[len(self._rendered) :]
+        return self._generation_prompt()[0]
 
     def _generation_prompt_ids(self) -> list[int]:
-        if self._generation_ids is None:
-            self._generation_ids = self._encode(self._generation_text())
-        return self._generation_ids
+        return self._generation_prompt()[1]
 
     def _assistant_render(self, message: pb.Message) -> tuple[list[dict[str, Any]], str, str]:
         """The history with `message`, its rendering, and the text the template puts after the turn-end marker."""
@@ -267,16 +278,22 @@ class DialogueTokens:
         return history, text, delta[end + len(self.turn_end) :]
 
     def _commit_assistant(self, history: list[dict[str, Any]], text: str) -> None:
-        self._history, self._rendered = history, text
+        self._set_history(history, text)
         self._user_calling = False  # tool messages from here on answer the agent's calls
+
+
+@functools.lru_cache(maxsize=16)
+def _dropped_ids(tokenizer: Any) -> frozenset[int]:
+    """Special tokens left out of a decoded policy turn: all but the tool-call markers (some tokenizers mark them)."""
+    keep = {tokenizer.convert_tokens_to_ids(t) for t in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE)}
+    return frozenset(set(tokenizer.all_special_ids) - keep)
 
 
 def read_policy_turn(tokenizer: Any, sampled_ids: Sequence[int]) -> PolicyTurn:
     """The assistant message the sampled ids spell (special tokens dropped, tool-call markers kept), tool calls
     parsed from `<tool_call>` blocks; malformed blocks stay in the text and set `malformed`."""
-    keep = {TOOL_CALL_OPEN, TOOL_CALL_CLOSE}
-    special = set(tokenizer.all_special_ids) - {tokenizer.convert_tokens_to_ids(t) for t in keep}
-    text = tokenizer.decode([t for t in sampled_ids if t not in special], skip_special_tokens=False)
+    dropped = _dropped_ids(tokenizer)
+    text = tokenizer.decode([t for t in sampled_ids if t not in dropped], skip_special_tokens=False)
     parsed = parse_tool_calls(str(text))
     calls = [
         pb.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json, side=pb.TOOL_SIDE_AGENT)
