@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -68,8 +69,9 @@ def debootstrap_base(podman: Podman, scratch: Path) -> None:
     """A minimal Debian bookworm with python3 and venv, imported as BASE."""
     rootfs = scratch / "rootfs"
     run("debootstrap", "--variant=minbase", "--include=python3,python3-venv", "bookworm", rootfs, MIRROR)
-    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        shutil.rmtree(rootfs / cache, ignore_errors=True)
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):  # emptied, not removed: apt still works
+        shutil.rmtree(rootfs / cache)
+        (rootfs / cache / "partial").mkdir(parents=True)
     tar = scratch / "rootfs.tar"
     run("tar", "-C", rootfs, "-cf", tar, ".")
     shutil.rmtree(rootfs)
@@ -83,7 +85,13 @@ def wheelhouse(folder: Path) -> None:
     for service in TORCH_FREE:
         requirements += [d for d in project(service)["dependencies"] if not d.startswith("eigenloop")]
     requirements += ["setuptools>=69", "wheel"]
-    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", folder, *requirements)
+    # Wheels for the image's Python (Debian bookworm: CPython 3.11, glibc 2.36), whatever Python runs this.
+    arch = platform.machine()
+    tags = [f"--platform=manylinux_2_{v}_{arch}" for v in (36, 28, 17)] + [f"--platform=manylinux2014_{arch}"]
+    run(
+        sys.executable, "-m", "pip", "download", "--quiet", "--dest", folder, "--only-binary=:all:",
+        "--python-version=3.11", "--implementation=cp", "--abi=cp311", *tags, *requirements,
+    )  # fmt: skip
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
