@@ -312,6 +312,10 @@ TERMINATIONS = {  # eigenloop's Trajectory.termination -> tau2's TerminationReas
     "user_stop": "user_stop",
     "max_turns": "max_steps",
     "too_many_errors": "too_many_errors",
+    # The rollout manager's other limits: tau2 has one reason for every step or budget limit.
+    "user_max_turns": "max_steps",
+    "max_tokens": "max_steps",
+    "turn_deadline": "max_steps",
 }
 
 
