@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVICES := $(wildcard services/*/pyproject.toml)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck contracts bench clean deploy-tools image-tools test-images
+.PHONY: setup demo test lint typecheck contracts bench clean deploy-tools image-tools test-images reliability
 
 $(STAMP): pyproject.toml $(SERVICES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,6 +54,12 @@ bench: setup
 	$(BIN)/python benchmarks/toolenv_overhead.py
 	$(BIN)/python benchmarks/domains.py
 	$(BIN)/python benchmarks/user_sim_scaling.py
+
+# Soak (a few minutes), then every reliability test with its records, rendered as docs/reliability.md.
+reliability: setup
+	$(BIN)/python benchmarks/soak.py
+	EIGENLOOP_RELIABILITY_RECORDS=docs/reliability.json $(BIN)/python -m pytest tests/reliability -q
+	$(BIN)/python scripts/reliability_report.py docs/reliability.json benchmarks/results/soak.json > docs/reliability.md
 	$(BIN)/python benchmarks/rollout.py
 
 clean:

@@ -176,7 +176,7 @@ def test_user_llm_backend_fails_and_hangs_mid_conversation(trials: Trials) -> No
                 with pytest.raises(ReplicaFailedError) as failure:
                     conversation.agent_message("How can I help?")
                 outcome = str(failure.value).split(": ", 1)[1]
-                trials.record("faults", f"{fault}, mid-conversation", f"infrastructure-failed ({outcome[:40]})")
+                trials.record("faults", f"{fault}, mid-conversation", f"infrastructure-failed (...{outcome[-70:]})")
                 assert "UNAVAILABLE: user backend failed" in outcome
             # The backend is back: the replica itself never broke.
             with users.conversation(task) as conversation:
