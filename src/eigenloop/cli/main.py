@@ -13,8 +13,9 @@ from eigenloop import launcher
 from eigenloop.cli.checkers import checkers_app
 from eigenloop.cli.domains import domains_app
 from eigenloop.cli.env import env_app
-from eigenloop.cli.quickstart import quickstart
 from eigenloop.cli.eval import eval_command
+from eigenloop.cli.quickstart import quickstart
+from eigenloop.cli.synth import synth
 from eigenloop.cli.train import train_app
 from eigenloop.cli.user_sim import user_sim_app
 
@@ -26,6 +27,7 @@ app.add_typer(user_sim_app, name="user-sim")
 app.command()(quickstart)
 app.add_typer(train_app, name="train")
 app.command("eval")(eval_command)
+app.command()(synth)
 console = Console()
 
 RunDir = Annotated[Path, typer.Option("--run-dir", help="where run.json and service logs live")]

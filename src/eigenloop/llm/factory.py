@@ -15,11 +15,12 @@ from eigenloop.llm.base import BackendError, ChatBackend
 
 
 class BackendConfig(BaseModel):
-    """Which LLM backend to use: an OpenAI-compatible endpoint, or a local transformers checkpoint."""
+    """Which LLM backend to use: an OpenAI-compatible endpoint, a local transformers checkpoint, or the offline
+    procedural backend (generator agents only; see eigenloop.llm.procedural)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["openai", "transformers"]
+    kind: Literal["openai", "transformers", "procedural"]
     model: str = Field(min_length=1, description="model id (openai) or local checkpoint directory (transformers)")
     base_url: str | None = Field(default=None, description="e.g. http://vllm:8000/v1; required for kind=openai")
     api_key: str = "EMPTY"
@@ -34,6 +35,10 @@ class BackendConfig(BaseModel):
 
 def make_backend(config: BackendConfig) -> ChatBackend:
     """The backend `config` describes; BackendError (naming what is wrong) when it cannot be built."""
+    if config.kind == "procedural":
+        from eigenloop.llm.procedural import ProceduralBackend
+
+        return ProceduralBackend()
     if config.kind == "openai":
         if not config.base_url:
             raise BackendError(

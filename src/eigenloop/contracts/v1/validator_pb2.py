@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from eigenloop.contracts.v1 import common_pb2 as eigenloop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65igenloop/v1/validator.proto\x12\x0c\x65igenloop.v1\x1a\x19\x65igenloop/v1/common.proto\"`\n\x11ValidationOptions\x12\x16\n\x0eskip_diversity\x18\x01 \x01(\x08\x12\x1a\n\x12min_mutation_score\x18\x02 \x01(\x01\x12\x17\n\x0f\x64isabled_agents\x18\x03 \x03(\t\"f\n\x0fValidateRequest\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.eigenloop.v1.Task\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x1f.eigenloop.v1.ValidationOptions\"R\n\x14\x46\x61ilureCategoryCount\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x19\n\x11responsible_agent\x18\x03 \x01(\t\"M\n\x0fPromptCandidate\x12+\n\nprompt_set\x18\x01 \x01(\x0b\x32\x17.eigenloop.v1.PromptSet\x12\r\n\x05score\x18\x02 \x01(\x01\"\x9f\x01\n\rEvolveRequest\x12(\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x17.eigenloop.v1.PromptSet\x12/\n\x07reports\x18\x02 \x03(\x0b\x32\x1e.eigenloop.v1.ValidationReport\x12\r\n\x05round\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x16\n\x0eminibatch_size\x18\x05 \x01(\x05\"\xb7\x01\n\x0e\x45volveResponse\x12+\n\nprompt_set\x18\x01 \x01(\x0b\x32\x17.eigenloop.v1.PromptSet\x12\x34\n\x08\x66\x61ilures\x18\x02 \x03(\x0b\x32\".eigenloop.v1.FailureCategoryCount\x12\x31\n\ncandidates\x18\x03 \x03(\x0b\x32\x1d.eigenloop.v1.PromptCandidate\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08\"#\n\x11GetHistoryRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"@\n\x10\x45volutionHistory\x12,\n\x06rounds\x18\x01 \x03(\x0b\x32\x1c.eigenloop.v1.EvolveResponse2\xec\x01\n\tValidator\x12K\n\x08Validate\x12\x1d.eigenloop.v1.ValidateRequest\x1a\x1e.eigenloop.v1.ValidationReport0\x01\x12\x43\n\x06\x45volve\x12\x1b.eigenloop.v1.EvolveRequest\x1a\x1c.eigenloop.v1.EvolveResponse\x12M\n\nGetHistory\x12\x1f.eigenloop.v1.GetHistoryRequest\x1a\x1e.eigenloop.v1.EvolutionHistoryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65igenloop/v1/validator.proto\x12\x0c\x65igenloop.v1\x1a\x19\x65igenloop/v1/common.proto\"`\n\x11ValidationOptions\x12\x16\n\x0eskip_diversity\x18\x01 \x01(\x08\x12\x1a\n\x12min_mutation_score\x18\x02 \x01(\x01\x12\x17\n\x0f\x64isabled_agents\x18\x03 \x03(\t\"\x9c\x01\n\x0fValidateRequest\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.eigenloop.v1.Task\x12\x30\n\x07options\x18\x02 \x01(\x0b\x32\x1f.eigenloop.v1.ValidationOptions\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12$\n\x08\x61\x63\x63\x65pted\x18\x04 \x03(\x0b\x32\x12.eigenloop.v1.Task\"R\n\x14\x46\x61ilureCategoryCount\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x19\n\x11responsible_agent\x18\x03 \x01(\t\"M\n\x0fPromptCandidate\x12+\n\nprompt_set\x18\x01 \x01(\x0b\x32\x17.eigenloop.v1.PromptSet\x12\r\n\x05score\x18\x02 \x01(\x01\"\xaf\x01\n\rEvolveRequest\x12(\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x17.eigenloop.v1.PromptSet\x12/\n\x07reports\x18\x02 \x03(\x0b\x32\x1e.eigenloop.v1.ValidationReport\x12\r\n\x05round\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x16\n\x0eminibatch_size\x18\x05 \x01(\x05\x12\x0e\n\x06run_id\x18\x06 \x01(\t\"\xb7\x01\n\x0e\x45volveResponse\x12+\n\nprompt_set\x18\x01 \x01(\x0b\x32\x17.eigenloop.v1.PromptSet\x12\x34\n\x08\x66\x61ilures\x18\x02 \x03(\x0b\x32\".eigenloop.v1.FailureCategoryCount\x12\x31\n\ncandidates\x18\x03 \x03(\x0b\x32\x1d.eigenloop.v1.PromptCandidate\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08\"#\n\x11GetHistoryRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"@\n\x10\x45volutionHistory\x12,\n\x06rounds\x18\x01 \x03(\x0b\x32\x1c.eigenloop.v1.EvolveResponse2\xec\x01\n\tValidator\x12K\n\x08Validate\x12\x1d.eigenloop.v1.ValidateRequest\x1a\x1e.eigenloop.v1.ValidationReport0\x01\x12\x43\n\x06\x45volve\x12\x1b.eigenloop.v1.EvolveRequest\x1a\x1c.eigenloop.v1.EvolveResponse\x12M\n\nGetHistory\x12\x1f.eigenloop.v1.GetHistoryRequest\x1a\x1e.eigenloop.v1.EvolutionHistoryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,20 +35,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VALIDATIONOPTIONS']._serialized_start=73
   _globals['_VALIDATIONOPTIONS']._serialized_end=169
-  _globals['_VALIDATEREQUEST']._serialized_start=171
-  _globals['_VALIDATEREQUEST']._serialized_end=273
-  _globals['_FAILURECATEGORYCOUNT']._serialized_start=275
-  _globals['_FAILURECATEGORYCOUNT']._serialized_end=357
-  _globals['_PROMPTCANDIDATE']._serialized_start=359
-  _globals['_PROMPTCANDIDATE']._serialized_end=436
-  _globals['_EVOLVEREQUEST']._serialized_start=439
-  _globals['_EVOLVEREQUEST']._serialized_end=598
-  _globals['_EVOLVERESPONSE']._serialized_start=601
-  _globals['_EVOLVERESPONSE']._serialized_end=784
-  _globals['_GETHISTORYREQUEST']._serialized_start=786
-  _globals['_GETHISTORYREQUEST']._serialized_end=821
-  _globals['_EVOLUTIONHISTORY']._serialized_start=823
-  _globals['_EVOLUTIONHISTORY']._serialized_end=887
-  _globals['_VALIDATOR']._serialized_start=890
-  _globals['_VALIDATOR']._serialized_end=1126
+  _globals['_VALIDATEREQUEST']._serialized_start=172
+  _globals['_VALIDATEREQUEST']._serialized_end=328
+  _globals['_FAILURECATEGORYCOUNT']._serialized_start=330
+  _globals['_FAILURECATEGORYCOUNT']._serialized_end=412
+  _globals['_PROMPTCANDIDATE']._serialized_start=414
+  _globals['_PROMPTCANDIDATE']._serialized_end=491
+  _globals['_EVOLVEREQUEST']._serialized_start=494
+  _globals['_EVOLVEREQUEST']._serialized_end=669
+  _globals['_EVOLVERESPONSE']._serialized_start=672
+  _globals['_EVOLVERESPONSE']._serialized_end=855
+  _globals['_GETHISTORYREQUEST']._serialized_start=857
+  _globals['_GETHISTORYREQUEST']._serialized_end=892
+  _globals['_EVOLUTIONHISTORY']._serialized_start=894
+  _globals['_EVOLUTIONHISTORY']._serialized_end=958
+  _globals['_VALIDATOR']._serialized_start=961
+  _globals['_VALIDATOR']._serialized_end=1197
 # @@protoc_insertion_point(module_scope)

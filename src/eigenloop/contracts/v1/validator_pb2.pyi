@@ -54,19 +54,29 @@ class ValidateRequest(_message.Message):
 
     TASKS_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The accepted set diversity is checked against is kept per run; accepted tasks join it."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Task]: ...
     @_builtins.property
     def options(self) -> Global___ValidationOptions: ...
+    @_builtins.property
+    def accepted(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Task]:
+        """Tasks accepted earlier (a resumed run, an existing dataset), indexed into the run's set first."""
+
     def __init__(
         self,
         *,
         tasks: _abc.Iterable[_common_pb2.Task] | None = ...,
         options: Global___ValidationOptions | None = ...,
+        run_id: _builtins.str = ...,
+        accepted: _abc.Iterable[_common_pb2.Task] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "options", b"options", "run_id", b"run_id", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -131,9 +141,12 @@ class EvolveRequest(_message.Message):
     ROUND_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     MINIBATCH_SIZE_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     round: _builtins.int
     seed: _builtins.int
     minibatch_size: _builtins.int
+    run_id: _builtins.str
+    """Minibatch tasks are checked for diversity against this run's accepted set (see ValidateRequest)."""
     @_builtins.property
     def current(self) -> _common_pb2.PromptSet: ...
     @_builtins.property
@@ -146,10 +159,11 @@ class EvolveRequest(_message.Message):
         round: _builtins.int = ...,
         seed: _builtins.int = ...,
         minibatch_size: _builtins.int = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "minibatch_size", b"minibatch_size", "reports", b"reports", "round", b"round", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "minibatch_size", b"minibatch_size", "reports", b"reports", "round", b"round", "run_id", b"run_id", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The generator service: Generate (a stream of candidate tasks), GetPromptSet, SetPromptSet."""

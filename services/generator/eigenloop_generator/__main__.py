@@ -1,0 +1,5 @@
+import sys
+
+from eigenloop_generator.server import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The validator service: Validate (a stream of reports), Evolve, GetHistory."""

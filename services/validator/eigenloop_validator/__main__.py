@@ -1,0 +1,5 @@
+import sys
+
+from eigenloop_validator.server import main
+
+sys.exit(main())
