@@ -1,9 +1,9 @@
 """Prometheus rules and the Grafana dashboard, checked with Debian's promtool and a real Prometheus on loopback.
 
-The live test starts toolenv and user_sim with `eigenloop up`, points Prometheus at their /metrics, plays a few
-episodes, and evaluates every dashboard query: each must parse and run, and the ones built only on the running
-services' metrics must return series. Queries on services not started here (trainer, generator, validator,
-inference) are checked for syntax and evaluation only.
+The live test starts toolenv, user_sim, generator and validator with `eigenloop up`, points Prometheus at their
+/metrics, plays a few episodes and a synthesis round, and evaluates every dashboard query: each must parse and
+run, and the ones built only on the running services' metrics must return series. Queries on services not
+started here (trainer, inference: they need a model) are checked for syntax and evaluation only.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ RULES = REPO / "deploy" / "prometheus" / "rules.yml"
 RULES_TEST = REPO / "deploy" / "prometheus" / "rules_test.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "eigenloop.json"
 # Metric families of the services this test runs; queries built only on these must return data.
-LIVE_PREFIXES = ("eigenloop_grpc_", "eigenloop_service_info", "eigenloop_toolenv_", "eigenloop_user_sim_")
+LIVE = ("toolenv", "user_sim", "generator", "validator")
+LIVE_PREFIXES = ("eigenloop_grpc_", "eigenloop_service_info", *(f"eigenloop_{s}_" for s in LIVE))
 # Grafana's built-in interval variables, as fixed windows (1 s scrapes, so 1 m holds enough samples).
 GRAFANA_INTERVALS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
 
@@ -105,7 +106,7 @@ def test_dashboard_is_well_formed() -> None:
         "Mean reward",
         "Pass rate",
         "Filtered groups by reason",
-        "Synthesis yield per round",
+        "Synthesis yield",
         "user_sim turn latency",
         "user_sim open conversations per pod",
         "Inference tokens/s",
@@ -209,21 +210,24 @@ class Prometheus:
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     workdir = tmp_path_factory.mktemp("prometheus")
     run_dir = workdir / "run"
-    started = eigenloop("up", "--run-dir", str(run_dir), "--only", "toolenv", "--only", "user_sim")
+    started = eigenloop("up", "--run-dir", str(run_dir), *(a for s in LIVE for a in ("--only", s)))
     assert started.returncode == 0, started.stdout + started.stderr
     server = None
     try:
         replicas = {r.service: r for r in read_state(run_dir)}
         server = Prometheus(workdir, [f"{HOST}:{r.metrics_port}" for r in replicas.values()])
         assert wait_for(server.ready, timeout_s=30), (workdir / "prometheus.log").read_text()
-        assert wait_for(lambda: server.has('count(up{job="eigenloop"} == 1) == 2'), timeout_s=30)
+        assert wait_for(lambda: server.has(f'count(up{{job="eigenloop"}} == 1) == {len(LIVE)}'), timeout_s=30)
         toolenv, user_sim = replicas["toolenv"].address, replicas["user_sim"].address
+        synth = ["synth", "--domain", "airline", "--rounds", "1", "--per-round", "4", "--no-evolve"]
+        synth += ["--generator", replicas["generator"].address, "--validator", replicas["validator"].address]
         # Twice: a labelled counter appears with its first increment, so rates need a second round after a scrape.
-        for _ in range(2):
+        for round_ in range(2):
             for command in (
                 ["env", "episode", "--domain", "toy", "--address", toolenv],
                 ["user-sim", "replay", "--domain", "telecom", "--toolenv", toolenv, "--user-sim", user_sim],
                 ["user-sim", "replay", "--domain", "airline", "--toolenv", toolenv, "--user-sim", user_sim],
+                [*synth, "--out", str(workdir / f"synth-{round_}")],
             ):
                 played = eigenloop(*command)
                 assert played.returncode == 0, played.stdout + played.stderr
@@ -232,6 +236,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
             )
         assert wait_for(lambda: server.has("sum(rate(eigenloop_toolenv_evaluations_total[1m])) > 0"), timeout_s=30)
         assert wait_for(lambda: server.has("sum(rate(eigenloop_user_sim_turn_seconds_count[1m])) > 0"), timeout_s=30)
+        assert wait_for(lambda: server.has("sum(rate(eigenloop_validator_reports_total[1m])) > 0"), timeout_s=30)
         yield server
     finally:
         if server is not None:
