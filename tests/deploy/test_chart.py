@@ -223,7 +223,7 @@ def test_trainer_serves_its_api_by_default(default: list[dict[str, Any]]) -> Non
     assert "command" not in container and container["args"] == ["--config", "/etc/eigenloop/config.yaml"]
     assert container["readinessProbe"]["grpc"] == {"port": 50051}
     assert env(container)["EIGENLOOP_TRAINER_RUNS_DIR"] == "/checkpoints/runs"
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
 def test_trainer_runs_a_stage_as_a_torchrun_job_across_nodes(large: list[dict[str, Any]], tmp_path: Path) -> None:
