@@ -25,7 +25,9 @@ from eigenloop.contracts.v1 import toolenv_pb2 as tpb
 from eigenloop.contracts.v1 import toolenv_pb2_grpc
 from eigenloop.env.remote import TOOLENV_POLICY
 from eigenloop.rpc.client import ClientTLS, connect
+from eigenloop.rpc.pool import ReplicaPool
 from eigenloop.rpc.server import ServiceRuntime
+from eigenloop_toolenv.server import ToolEnvConfig
 from tests.reliability.certs import CertificateAuthority
 from tests.reliability.conftest import Trials
 from tests.reliability.inprocess import toolenv_runtime
@@ -198,3 +200,17 @@ def test_a_non_ascii_token_refuses_cleanly(trials: Trials) -> None:
         seen = outcome(list_domains, channel)
     trials.record("auth", "ToolEnv/ListDomains with a wrong token, server token non-ASCII", seen)
     assert seen == "UNAUTHENTICATED"
+
+
+def test_replica_pool_and_service_config_speak_mtls(with_mtls: ServiceRuntime, pki: dict[str, Path]) -> None:
+    # A service calling another takes its client identity from its own config: tls_ca on, tls_cert/tls_key as the
+    # client certificate; the replica pool (user_sim's client) passes it to every replica's channel.
+    config = ToolEnvConfig(tls_ca=pki["ca"], tls_cert=pki["client_cert"], tls_key=pki["client_key"])
+    tls = ClientTLS.from_config(config)
+    assert tls is not None and ClientTLS.from_config(ToolEnvConfig()) is None
+    pool = ReplicaPool([f"127.0.0.1:{with_mtls.port}"], TOOLENV_POLICY, tls=tls)
+    try:
+        with pool.lease() as lease:
+            assert outcome(list_domains, lease.channel) == "OK"
+    finally:
+        pool.close()

@@ -56,7 +56,7 @@ def test_generate(inference: ServiceProcess, trials: Trials) -> None:
         st.binary(max_size=200).map(lambda b: ("random bytes", b)),
     )
 
-    @fuzz_settings(500)
+    @fuzz_settings(400)
     @given(case=cases, abandon=st.booleans())
     def run(case: tuple[str, bytes], abandon: bool) -> None:
         kind, data = case
