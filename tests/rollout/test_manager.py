@@ -12,6 +12,7 @@ incrementally (raised to the consumer); the asyncio iterator.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -233,3 +234,20 @@ def test_policy_turns_read_back_as_the_recorded_messages(tokenizer: Any) -> None
     assistants = [m for m in trajectory.messages if m.role == pb.ROLE_ASSISTANT]
     for turn, message in zip(trajectory.tokens.turns, assistants, strict=True):
         assert read_policy_turn(tokenizer, trajectory.tokens.token_ids[turn.start : turn.end]).message == message
+
+
+def test_an_endless_task_stream_stops_when_the_consumer_stops(tokenizer: Any) -> None:
+    manager = RolloutManager(
+        ScriptedPolicy(tokenizer, [ANSWER]),
+        LocalEnvironments(),
+        LocalUsers(ProceduralUser()),
+        tokenizer,
+        RolloutConfig(group_size=2, max_in_flight=4, max_ready_groups=2),
+    )
+    groups = manager.rollout(itertools.cycle(sample_tasks("toy")))
+    taken = [next(groups) for _ in range(3)]
+    groups.close()
+    manager.close()  # returns: the dispatcher stopped and the running episodes finished
+    assert len(taken) == 3
+    # Played ahead by at most max_ready_groups while the consumer held on, never without bound.
+    assert manager.stats.episodes <= 2 * (3 + 2 + 2)

@@ -141,6 +141,20 @@ def test_embedded_and_distributed_episodes_are_identical(
     assert [t.reward.value for t in local] == [t.reward.value for t in remote]
 
 
+def test_a_generate_on_a_dead_inference_replica_is_retried_on_another(inference: ServiceProcess) -> None:
+    from eigenloop.launcher import HOST, free_port
+
+    dead = f"{HOST}:{free_port()}"  # nothing listens there
+    policy = RemotePolicy([dead, inference.address])
+    try:
+        sampling = pb.SamplingParams(temperature=0.0, max_new_tokens=4)
+        samples = [policy.generate([5, 6, 7], sampling, timeout_s=30) for _ in range(4)]
+        assert all(len(s.token_ids) == 4 for s in samples)
+        assert policy.pool.load()[dead][1] >= 1  # it was tried, and the call went on to the live replica
+    finally:
+        policy.close()
+
+
 def test_a_user_sim_replica_killed_mid_episode_fails_only_its_episodes(
     toolenv: ServiceProcess, inference: ServiceProcess, tokenizer: Any
 ) -> None:

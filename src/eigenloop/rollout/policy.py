@@ -8,9 +8,9 @@ another (a Generate is stateless, so nothing is lost); if that fails too the epi
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import grpc
 
@@ -31,6 +31,8 @@ INFERENCE_POLICY = ServicePolicy(
     streaming_methods=("Generate",),
     stream_timeout_s=600.0,
 )
+
+T = TypeVar("T")
 
 _FINISH = {ipb.FINISH_REASON_STOP: "stop", ipb.FINISH_REASON_LENGTH: "length", ipb.FINISH_REASON_ABORT: "abort"}
 
@@ -78,24 +80,37 @@ class RemotePolicy:
     ) -> None:
         self.pool = ReplicaPool(discover(target), INFERENCE_POLICY, auth_token=auth_token, refresh_s=refresh_s)
         self.attempts = attempts
-        with self.pool.lease() as lease, infra_errors("inference", lease.address):
-            info: ipb.ModelInfo = inference_pb2_grpc.InferenceStub(lease.channel).GetModelInfo(
-                ipb.GetModelInfoRequest(), timeout=30
-            )
-        self.info = info
-        self.max_model_len = info.max_model_len
+        self.info: ipb.ModelInfo = self._on_a_replica(self._model_info)
+        self.max_model_len = self.info.max_model_len
 
     def generate(self, prompt_ids: Sequence[int], sampling: pb.SamplingParams, timeout_s: float) -> Sample:
         request = ipb.GenerateRequest(prompt_token_ids=prompt_ids, sampling=sampling)
+        return self._on_a_replica(lambda channel, address: self._generate(channel, address, request, timeout_s))
+
+    def _on_a_replica(self, call: Callable[[grpc.Channel, str], T]) -> T:
+        """`call` on the least-busy replica; on an InfraError once more on another, up to `attempts` replicas."""
         failed: list[str] = []
         while True:
-            with self.pool.lease(avoid=failed) as lease:
-                try:
-                    return self._generate(lease.channel, lease.address, request, timeout_s)
-                except InfraError:
-                    failed.append(lease.address)
-                    if len(failed) >= self.attempts:
-                        raise
+            try:
+                lease = self.pool.acquire(failed)
+            except (ValueError, OSError) as exc:  # no replica known right now (scaled to zero, DNS failure)
+                raise InfraError("inference", "", str(exc)) from exc
+            try:
+                return call(lease.channel, lease.address)
+            except InfraError:
+                failed.append(lease.address)
+                if len(failed) >= self.attempts:
+                    raise
+            finally:
+                self.pool.release(lease)
+
+    @staticmethod
+    def _model_info(channel: grpc.Channel, address: str) -> ipb.ModelInfo:
+        with infra_errors("inference", address):
+            info: ipb.ModelInfo = inference_pb2_grpc.InferenceStub(channel).GetModelInfo(
+                ipb.GetModelInfoRequest(), timeout=30
+            )
+        return info
 
     @staticmethod
     def _generate(channel: grpc.Channel, address: str, request: ipb.GenerateRequest, timeout_s: float) -> Sample:
