@@ -155,25 +155,6 @@ class FakeOpenAIServer:
 # Tiny local chat model
 # ---------------------------------------------------------------------------------------------------------------
 
-# Qwen-flavoured ChatML with tools in the system turn and Hermes-style <tool_call> blocks.
-CHAT_TEMPLATE = (
-    "{% if tools %}<|im_start|>system\n{% if messages[0].role == 'system' %}{{ messages[0].content }}\n{% endif %}"
-    "<tools>\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}</tools><|im_end|>\n"
-    "{% elif messages[0].role == 'system' %}<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n{% endif %}"
-    "{% for message in messages %}"
-    "{% if message.role == 'assistant' %}<|im_start|>assistant\n{{ message.content }}"
-    "{% for call in message.tool_calls or [] %}<tool_call>"
-    "{{ {'name': call.function.name, 'arguments': call.function.arguments} | tojson }}</tool_call>{% endfor %}"
-    "<|im_end|>\n"
-    "{% elif message.role != 'system' %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-# EOS first, so it gets id 0 (see `eos_is_id_0` in the tests).
-SPECIAL_TOKENS = ["<|im_end|>", "<|endoftext|>", "<|im_start|>"]
-TOOL_MARKERS = ["<tool_call>", "</tool_call>"]
-
 _WORDS = [
     *("the", "user", "wants", "to", "book", "a", "flight", "cancel", "order", "refund", "check", "status", "of"),
     *("mobile", "data", "plan", "please", "help", "me", "with", "my", "account", "roaming", "bill", "overdue"),
@@ -191,49 +172,27 @@ def synthetic_lines(n: int = 300, seed: int = 0) -> list[str]:
 def build_tiny_chat_model(
     out_dir: Path, *, seed: int = 0, vocab_size: int = 400, max_position_embeddings: int = 1024
 ) -> Path:
-    """Write a tokenizer (byte-level BPE, ChatML specials, a chat template) and a random 2-layer Qwen2 to `out_dir`.
+    """Write a tokenizer (eigenloop.models: byte-level BPE, ChatML specials, the chat template) and a random 2-layer
+    Qwen2 to `out_dir`.
 
     The LM head row of EOS is zeroed, so greedy decoding (some logit is > 0 with overwhelming probability) never
     picks EOS and always runs to max_tokens; EOS is token id 0.
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(synthetic_lines(seed=seed), trainer)
-    tok.add_tokens(TOOL_MARKERS)  # added, not special: like Qwen's, they survive skip_special_tokens
-    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE
-    )
+    from eigenloop.models import ModelPreset, build_model, save_model, train_tokenizer
+
+    tokenizer = train_tokenizer(synthetic_lines(seed=seed), vocab_size)
     assert tokenizer.eos_token_id == 0
-
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+    model = build_model(
+        ModelPreset(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64
+        ),
+        tokenizer,
         max_position_embeddings=max_position_embeddings,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
         tie_word_embeddings=False,
+        seed=seed,
     )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
     with torch.no_grad():
         model.lm_head.weight[tokenizer.eos_token_id].zero_()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out_dir)
-    model.save_pretrained(out_dir)
-    return out_dir
+    return save_model(out_dir, tokenizer, model)

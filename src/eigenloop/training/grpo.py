@@ -326,6 +326,7 @@ def _step_metrics(
                 "entropy": m.get("entropy_sum", 0.0) / tokens,
                 "ratio_mean": m.get("ratio_sum", 0.0) / tokens,
                 "grad_norm": result.grad_norm,
+                "policy_tokens": m.get("policy_tokens", 0.0),
                 "tokens_per_s": m.get("policy_tokens", 0.0) / max(timer.seconds.get("train", 0.0), 1e-9),
             }
         )

@@ -83,6 +83,19 @@ class InferenceSync:
             channel.close()
 
 
+class EngineSync:
+    """Pushes weights into an inference engine in this process (embedded mode: no server in between)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def push(self, model: Any, version: int) -> None:
+        self.engine.update_weights(weights_blob(model), version, checkpoint=f"trainer:{version}")
+
+    def close(self) -> None:
+        pass
+
+
 def open_sync(config: GRPOConfig) -> WeightSync | None:
     """Sync to `sync.inference`; unset, to the replicas live rollouts sample from (every one of them)."""
     addresses = list(config.sync.inference)
