@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python benchmarks/domains.py
 	$(BIN)/python benchmarks/user_sim_scaling.py
 	$(BIN)/python benchmarks/trainer.py
+	$(BIN)/python benchmarks/synthesis.py
 
 # Soak (a few minutes), then every reliability test with its records, rendered as docs/reliability.md.
 reliability: setup
