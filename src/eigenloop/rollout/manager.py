@@ -155,7 +155,6 @@ class RolloutManager:
         self._version = 0
         self._group_counter = itertools.count()
         self._executor = ThreadPoolExecutor(self.config.max_in_flight, thread_name_prefix="episode")
-        self._closed = False
 
     # -- consumer API ----------------------------------------------------------------------------------------
 
@@ -204,7 +203,6 @@ class RolloutManager:
             groups.close()
 
     def close(self) -> None:
-        self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> RolloutManager:
@@ -219,8 +217,8 @@ class RolloutManager:
         """One sample, retried on other replicas while infrastructure fails; never raises InfraError."""
         avoid: list[str] = []
         causes: list[str] = []
+        seed = zlib.crc32(f"{group_seed}|{index}".encode())  # a retry replays the same sample
         for attempt in range(1, self.config.max_attempts + 1):
-            seed = zlib.crc32(f"{group_seed}|{index}".encode())  # a retry replays the same sample
             env: EnvironmentSession | None = None
             user: UserSession | None = None
             started = time.perf_counter()
