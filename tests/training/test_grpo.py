@@ -237,3 +237,75 @@ def test_grpo_with_the_rollout_manager_and_a_real_inference_server(tmp_path: Pat
     finally:
         server.stop(grace=None)
         engine.close()
+
+
+def _grpo_config(tmp_path: Path, sft_model: Path, run: str) -> GRPOConfig:
+    return parse_config(
+        GRPOConfig,
+        {
+            "run_dir": str(tmp_path / run),
+            "steps": 4,
+            "threads": 1,
+            "model": {"path": str(sft_model)},
+            "data": {"tasks": [str(tmp_path / "tasks.jsonl")], "max_length": 256},
+            "rollouts": {"source": "file", "path": str(tmp_path / "traj.jsonl"), "tasks_per_step": 2},
+            "loss": {"sft_weight": 0.1, "kl_coef": 0.05, "sft_batch_size": 2},
+            "filter": {"max_staleness": None},
+            "checkpoint": {"every": 1, "keep_last": 2},
+        },
+    )
+
+
+def test_grpo_resume_continues_exactly(tmp_path: Path, sft_model: Path) -> None:
+    from safetensors.torch import load_file
+
+    write_trajectories(tmp_path / "traj.jsonl", AutoTokenizer.from_pretrained(sft_model))
+    write_tasks(tmp_path / "tasks.jsonl")
+    run_grpo(_grpo_config(tmp_path, sft_model, "straight"))
+    interrupted = _grpo_config(tmp_path, sft_model, "interrupted")
+    assert run_grpo(interrupted, stop_at=2).steps == 2
+    resumed = run_grpo(interrupted, resume=True)
+    assert resumed.steps == 4 and resumed.policy_version == 4
+    a = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "interrupted" / "model" / "model.safetensors"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_weights_reach_every_replica_and_a_refused_update_stops_the_run(sft_model: Path) -> None:
+    from concurrent import futures
+
+    import grpc
+    from transformers import AutoModelForCausalLM
+
+    from eigenloop.contracts.v1 import inference_pb2_grpc
+    from eigenloop.inference.engine import TransformersEngine
+    from eigenloop.training.config import SyncConfig
+    from eigenloop.training.sync import InferenceSync, SyncError
+    from eigenloop_inference.server import InferenceServicer
+
+    engines, servers, addresses = [], [], []
+    for _ in range(2):
+        engine = TransformersEngine(sft_model)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(engine, 64 << 20), server)
+        addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        server.start()
+        engines.append(engine)
+        servers.append(server)
+    sync = InferenceSync(SyncConfig(inference=addresses, chunk_bytes=4096))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(sft_model)
+        with torch.no_grad():
+            model.model.norm.weight.fill_(0.5)
+        sync.push(model, 1)
+        for engine in engines:
+            assert engine.version == 1
+            torch.testing.assert_close(engine.model.model.norm.weight, model.model.norm.weight)
+        with pytest.raises(SyncError, match="FAILED_PRECONDITION"):
+            sync.push(model, 1)  # not newer than what the replicas serve
+    finally:
+        sync.close()
+        for server, engine in zip(servers, engines, strict=True):
+            server.stop(grace=None)
+            engine.close()

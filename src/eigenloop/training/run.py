@@ -162,8 +162,12 @@ class TrainingRun:
         return int(self.tokenizer.pad_token_id)
 
     def reference_model(self) -> Any:
-        """A frozen copy of the current weights (the KL reference)."""
-        ref = copy.deepcopy(self.model).eval()
+        """The KL reference, frozen: the initial policy (model.path, also after a resume), else a copy of the
+        current weights."""
+        if self.config.model.path is not None:
+            ref = load_pretrained(self.config.model)[1].to(self.ctx.device).eval()
+        else:
+            ref = copy.deepcopy(self.model).eval()
         for p in ref.parameters():
             p.requires_grad_(False)
         return ref
