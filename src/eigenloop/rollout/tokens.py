@@ -102,6 +102,7 @@ class DialogueTokens:
         turn_end: str | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
         if getattr(tokenizer, "chat_template", None) is None:
             raise TemplateError("the tokenizer has no chat template")
         end = turn_end if turn_end is not None else tokenizer.eos_token
@@ -205,7 +206,11 @@ class DialogueTokens:
     # -- template plumbing -----------------------------------------------------------------------------------
 
     def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+        if not text:
+            return []
+        if self._backend is not None:  # the Rust tokenizer itself: same ids, without the Python wrapper's overhead
+            return list(self._backend.encode(text, add_special_tokens=False).ids)
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def _append(self, ids: Sequence[int], *, mask: int) -> None:
         self.token_ids.extend(ids)
