@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from prometheus_client import REGISTRY
 from transformers import AutoTokenizer
 
 from eigenloop.contracts.v1 import common_pb2 as pb
@@ -171,6 +172,10 @@ def test_grpo_run_syncs_every_step_and_logs_metrics(tmp_path: Path, sft_model: P
     ):
         assert key in lines[0], key
     assert lines[0]["filtered_zero_variance"] == 1 and lines[0]["filtered_infra_failed"] == 1
+    # The same values as Prometheus series.
+    assert REGISTRY.get_sample_value("eigenloop_trainer_filtered_total", {"run": "grpo", "reason": "infra_failed"})
+    assert REGISTRY.get_sample_value("eigenloop_trainer_reward_mean", {"run": "grpo"}) == lines[-1]["reward_mean"]
+    assert REGISTRY.get_sample_value("eigenloop_trainer_sample_staleness_count", {"run": "grpo"})
 
 
 def test_file_source_cycles_groups_and_resumes_from_its_cursor(tmp_path: Path, tok: Any) -> None:

@@ -26,7 +26,7 @@ from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.training.config import AdvantageConfig, FilterConfig, GRPOConfig, LossConfig, RewardConfig
 from eigenloop.training.data import Cursor, EmptyDatasetError, Example, Rows, agent_examples_for, load_tasks, usable
 from eigenloop.training.rollouts import RolloutSource, open_source
-from eigenloop.training.run import Timer, TrainingError, TrainingRun, target_weights, token_logprobs
+from eigenloop.training.run import StepResult, Timer, TrainingError, TrainingRun, target_weights, token_logprobs
 from eigenloop.training.sft import lay_out_batch, sft_loss
 from eigenloop.training.sync import WeightSync, open_sync
 
@@ -246,7 +246,6 @@ def run_grpo(
             kept, dropped = filter_groups(
                 groups, config.filter, policy_version=version, max_length=config.data.max_length
             )
-            trained = [t for g in kept for t in g]
             parts = []
             with timer("train"):
                 if kept:
@@ -265,15 +264,16 @@ def run_grpo(
                     parts.append((lay_out_batch(run, sft_batch), blend))
                 result = run.step(parts) if parts else None
             new_policy = result is not None
-            cursor = {"sft": sft_cursor.state(), "rollouts": source.cursor() if source is not None else {}}
-            run.advance(run.ctx.broadcast(cursor), values, new_policy=new_policy)
             with timer("sync"):
                 if new_policy and run.ctx.is_main and sync is not None:
-                    sync.push(run.model, run.state.policy_version)
-            values = _step_metrics(groups, trained, dropped, result, timer, started, version, config)
+                    sync.push(run.model, version + 1)
+            values = _step_metrics(groups, kept, dropped, result, timer, started, version)
+            cursor = {"sft": sft_cursor.state(), "rollouts": source.cursor() if source is not None else {}}
+            run.advance(run.ctx.broadcast(cursor), values, new_policy=new_policy)
             step = run.state.step
             if run.ctx.is_main and step % config.metrics.log_every == 0:
-                run.metrics.log(step, values, filtered=dropped, staleness=[staleness(t, version) for t in trained])
+                stale = [staleness(t, version) for g in kept for t in g]
+                run.metrics.log(step, values, filtered=dropped, staleness=stale)
             run.maybe_save(force=step == last)
             if on_step is not None and run.ctx.is_main:
                 on_step(step, config.steps, values)
@@ -289,14 +289,14 @@ def run_grpo(
 
 def _step_metrics(
     groups: Sequence[Group],
-    trained: Sequence[pb.Trajectory],
+    kept: Sequence[Group],
     dropped: Counter[str],
-    result: Any,
+    result: StepResult | None,
     timer: Timer,
     started: float,
     version: int,
-    config: GRPOConfig,
 ) -> dict[str, float]:
+    trained = [t for g in kept for t in g]
     scored = [t for g in groups for t in g if t.status in (pb.EPISODE_STATUS_COMPLETED, pb.EPISODE_STATUS_TRUNCATED)]
     rewards = [t.reward.value for t in scored]
     values: dict[str, float] = {
@@ -305,7 +305,7 @@ def _step_metrics(
         "pass_rate": sum(r >= 1.0 for r in rewards) / len(rewards) if rewards else math.nan,
         "episodes": float(sum(len(g) for g in groups)),
         "episodes_trained": float(len(trained)),
-        "groups_trained": float(len(groups) - sum(dropped[r] for r in ("zero_variance", "group_too_small"))),
+        "groups_trained": float(len(kept)),
         "policy_version": float(version),
         "rollout_wait_s": timer.seconds.get("rollout_wait", 0.0),
         "train_s": timer.seconds.get("train", 0.0),

@@ -28,7 +28,7 @@ from eigenloop.training.data import (
     load_tasks,
     usable,
 )
-from eigenloop.training.run import Timer, TrainingRun, target_weights, token_logprobs
+from eigenloop.training.run import TrainingRun, target_weights, token_logprobs
 
 ExampleBuilder = Callable[[Any, Sequence[Any]], list[Example]]
 OnStep = Callable[[int, int, dict[str, float]], None]
@@ -114,23 +114,22 @@ def run_sft(
         last = min(config.steps, stop_at or config.steps)
         train_loss = eval_nll = math.nan
         while run.state.step < last:
-            timer = Timer()
             started = time.perf_counter()
             batch = [train[i] for i in cursor.take(config.batch_size)]
             total = float(sum(sum(e.mask) for e in batch))
-            with timer("train"):
-                rows = lay_out_batch(run, batch)
-                result = run.step([(rows, functools.partial(sft_loss, total_targets=total))])
+            lr = float(run.scheduler.get_last_lr()[0])  # the rate this step uses
+            rows = lay_out_batch(run, batch)
+            result = run.step([(rows, functools.partial(sft_loss, total_targets=total))])
+            elapsed = time.perf_counter() - started
             train_loss = result.metrics["nll_sum"] / max(result.metrics["targets"], 1.0)
             run.advance(cursor.state(), {"train_loss": train_loss}, new_policy=True)
             values: dict[str, float] = {
                 "train_loss": train_loss,
                 "grad_norm": result.grad_norm,
-                "lr": float(run.scheduler.get_last_lr()[0]),
-                "tokens_per_s": run.ctx.all_sum(float((rows.sequence >= 0).sum()))
-                / max(time.perf_counter() - started, 1e-9),
+                "lr": lr,
+                "tokens_per_s": run.ctx.all_sum(float((rows.sequence >= 0).sum())) / max(elapsed, 1e-9),
                 "target_tokens": total,
-                "step_s": time.perf_counter() - started,
+                "step_s": elapsed,
             }
             step = run.state.step
             if step % config.eval_every == 0 or step == last:
