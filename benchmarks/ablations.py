@@ -24,13 +24,16 @@ import shutil
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result
+from eigenloop.data import read_tasks
 from eigenloop.quickstart.config import EvalSection, GRPOSection, QuickstartConfig, SFTSection, SynthSection
+from eigenloop.quickstart.evaluate import goal_of
 from eigenloop.quickstart.pipeline import Paths, build_stages, evaluate_models
 from eigenloop.quickstart.stages import Stage, run_stages
 
@@ -77,12 +80,22 @@ def _select(stages: list[Stage], names: tuple[str, ...]) -> list[Stage]:
     return [s for s in stages if s.name in names]
 
 
-def data_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, float]:
-    """Synthesize with `config`, train SFT on what it accepted, evaluate that SFT model on the full run's
-    held-out tasks with the full run's user model (the same yardstick for every data variant)."""
+def data_stats(out: Path) -> dict[str, Any]:
+    tasks = read_tasks(Paths(out).train_tasks)
+    return {"accepted": len(tasks), "by_type": dict(sorted(Counter(goal_of(t) for t in tasks).items()))}
+
+
+def data_row(config: QuickstartConfig, base: Path, out: Path, *, train: bool) -> dict[str, Any]:
+    """Synthesize with `config`; with `train`, fine-tune on what it accepted and evaluate that SFT model on the
+    full run's held-out tasks with the full run's user model (the same yardstick for every data variant)."""
     stages = build_stages(config, out, _log)
+    run_stages(_select(stages, ("synth",)), out, resume=True)
+    stats = data_stats(out)
+    if not train:
+        return stats
+    if not stats["accepted"]:
+        return {**stats, **dict.fromkeys(METRICS), "note": "no accepted task: nothing to fine-tune on"}
     if out != base:
-        run_stages(_select(stages, ("synth",)), out, resume=True)
         shutil.copy(Paths(base).heldout_tasks, Paths(out).heldout_tasks)
     run_stages(_select(stages, ("synth", "model", "sft", "user_sft") if out == base else ("synth", "model", "sft")),
                out, resume=True)  # fmt: skip
@@ -90,7 +103,7 @@ def data_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, float
         config, {"sft": Paths(out).sft_model}, out / "eval_sft", _log, heldout=Paths(base).heldout_tasks,
         user_model=Paths(base).user_model,
     )  # fmt: skip
-    return {m: results["sft"][m] for m in METRICS}
+    return {**stats, **{m: results["sft"][m] for m in METRICS}}
 
 
 def grpo_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, float]:
@@ -111,11 +124,12 @@ def grpo_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, float
     return {m: results["grpo"][m] for m in METRICS}
 
 
-def _mean_rows(per_seed: dict[int, dict[str, float]]) -> dict[str, Any]:
-    return {
-        **{m: round(statistics.fmean(r[m] for r in per_seed.values()), 2) for m in METRICS},
-        "per_seed": {str(s): r for s, r in per_seed.items()},
-    }
+def _mean_rows(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    means = {}
+    for m in (*METRICS, "accepted"):
+        values = [r[m] for r in per_seed.values() if r.get(m) is not None]
+        means[m] = round(statistics.fmean(values), 2) if values else None
+    return {**means, "per_seed": {str(s): r for s, r in per_seed.items()}}
 
 
 def main() -> None:
@@ -124,11 +138,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(".eigenloop/ablations"))
     groups = ["data", "user", "algorithm"]
     parser.add_argument("--only", nargs="+", choices=groups, default=groups, help="which ablation groups to run")
+    parser.add_argument(
+        "--synth-only", action="store_true", help="data rows: synthesis statistics only (no training, no GRPO rows)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
-    rows: dict[str, dict[int, dict[str, float]]] = {}
+    rows: dict[str, dict[int, dict[str, Any]]] = {}
 
-    def announce(name: str, seed: int) -> dict[int, dict[str, float]]:
+    def announce(name: str, seed: int) -> dict[int, dict[str, Any]]:
         print(f"{time.strftime('%X')} === {name}, seed {seed}", flush=True)
         return rows.setdefault(name, {})
 
@@ -141,7 +158,9 @@ def main() -> None:
             # Only the full run writes held-out tasks; the variants are evaluated on the same ones.
             variant = _with(config, synth={**change, "heldout": config.synth.heldout if name == "full" else 0})
             out = args.out / f"seed-{seed}" / f"data-{name}"
-            announce(f"data: {name}", seed)[seed] = data_row(variant, base, out)
+            announce(f"data: {name}", seed)[seed] = data_row(variant, base, out, train=not args.synth_only)
+        if args.synth_only:
+            continue
         for name, change in GRPO_VARIANTS.items():
             kind = "user" if name.startswith("user") else "algorithm" if name.startswith("algorithm") else "grpo"
             if kind != "grpo" and kind not in args.only:
@@ -151,14 +170,15 @@ def main() -> None:
             announce(name, seed)[seed] = grpo_row(variant, base, out)
 
     table = {name: _mean_rows(per_seed) for name, per_seed in rows.items()}
-    grpo_key = next(iter(GRPO_VARIANTS))
+    grpo = table.get(next(iter(GRPO_VARIANTS)), {})
     write_result(
         "ablations",
         {
-            "sft_pass1": table["data: full"]["greedy_pass1"],
-            "grpo_pass1": table[grpo_key]["greedy_pass1"],
-            "sft_pass1_sampled": table["data: full"]["sampled_pass1"],
-            "grpo_pass1_sampled": table[grpo_key]["sampled_pass1"],
+            "sft_pass1": table["data: full"].get("greedy_pass1"),
+            "grpo_pass1": grpo.get("greedy_pass1"),
+            "sft_pass1_sampled": table["data: full"].get("sampled_pass1"),
+            "grpo_pass1_sampled": grpo.get("sampled_pass1"),
+            "ran": "synthesis statistics only (--synth-only)" if args.synth_only else f"groups {args.only}",
             "seeds": args.seeds,
             "rows": table,
             "budget": bench_config(0).model_dump(mode="json"),

@@ -76,11 +76,11 @@ class QuickstartConfig(_Section):
             domain=domain,
             seed=seed,
             fast=True,
-            synth=SynthSection(rounds=3, per_round=40, minibatch=4, heldout=8),
-            sft=SFTSection(steps=30, batch_size=16),
-            user_sft=SFTSection(steps=20, batch_size=16),
-            grpo=GRPOSection(steps=3, tasks_per_step=4, group_size=4),
-            eval=EvalSection(samples=4),
+            synth=SynthSection(rounds=3, per_round=30, minibatch=4, heldout=4),
+            sft=SFTSection(steps=20, batch_size=8),
+            user_sft=SFTSection(steps=15, batch_size=8),
+            grpo=GRPOSection(steps=2, tasks_per_step=2, group_size=4),
+            eval=EvalSection(samples=4, max_turns=4),
         )
 
 
