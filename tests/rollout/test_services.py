@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,13 @@ def test_a_generate_on_a_dead_inference_replica_is_retried_on_another(inference:
         assert policy.pool.load()[dead][1] >= 1  # it was tried, and the call went on to the live replica
     finally:
         policy.close()
+
+
+def test_a_generate_past_the_turn_deadline_is_a_deadline_not_a_failure(inference: ServiceProcess) -> None:
+    from eigenloop.rollout.failures import TurnDeadlineError
+
+    with closing(RemotePolicy(inference.address)) as policy, pytest.raises(TurnDeadlineError, match="no completion"):
+        policy.generate([5, 6, 7], pb.SamplingParams(max_new_tokens=500), timeout_s=0.001)
 
 
 def test_a_user_sim_replica_killed_mid_episode_fails_only_its_episodes(
