@@ -3,13 +3,13 @@ minutes, with each server's memory (RSS) and open file descriptors sampled, and 
 
 Both servers are started with `--workers N` (which is also their max_concurrent_rpcs), and N episode loops run
 at once, each holding one toolenv Session and one user_sim Converse stream: every server thread is busy for the
-whole run. At exactly that limit a new stream can be refused (RESOURCE_EXHAUSTED) for the moment between the
-client seeing the previous stream end and the server freeing its slot, so, as the rollout manager does, a failed
-episode is retried once; both kinds are counted. An episode is a scripted agent replaying a retail reference
-dialogue; its reward must be 1.0. The leak check fits a line to each series over the second half of the run
-(after warm-up): the slope, and the growth it implies over that half relative to the level, are reported;
-`leak_suspected` is set when RSS would grow by more than 5% or open files by more than 2 over that half.
-Loopback only; stops by itself.
+whole run. As the rollout manager does, a failed episode is retried once; both kinds are counted. (This soak
+found that at exactly the limit a new stream was sometimes refused in the moment between the client seeing the
+previous one end and gRPC freeing its slot; the runtime now admits against its own count, which drops first.)
+An episode is a scripted agent replaying a retail reference dialogue; its reward must be 1.0. The leak check
+fits a line to each series over the second half of the run (after warm-up): the slope, and the growth it implies
+over that half relative to the level, are reported; `leak_suspected` is set when RSS would grow by more than 5%
+or open files by more than 2 over that half. Loopback only; stops by itself.
 
     python benchmarks/soak.py [--duration-s 180] [--concurrency 16] [--sample-every-s 5]
 """

@@ -9,7 +9,7 @@ from tests.reliability.conftest import Trials
 
 
 def test_short_soak_at_the_configured_maximum(trials: Trials) -> None:
-    result = soak(duration_s=15, concurrency=8, sample_every_s=1)
+    result = soak(duration_s=10, concurrency=8, sample_every_s=1)
     services = result["services"]
     files = ", ".join(f"{n} {s['open_files']['first']}→{s['open_files']['last']}" for n, s in services.items())
     rss = ", ".join(f"{n} {s['rss_mb']['first']}→{s['rss_mb']['last']} MB" for n, s in services.items())

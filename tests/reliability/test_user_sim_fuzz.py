@@ -70,7 +70,7 @@ def test_converse_streams(user_sim: ServiceProcess, trials: Trials) -> None:
         st.none() | st.integers(1, 4),  # abandon the stream after this many responses
     )
 
-    @fuzz_settings(1000)
+    @fuzz_settings(800)
     @given(stream=streams)
     def run(stream: tuple[bool, upb.ConverseRequest, list[bytes], int | None]) -> None:
         opened, opening, requests, read = stream

@@ -34,11 +34,13 @@ IN_FLIGHT = Gauge(
 
 
 class ServerState:
-    """Draining flag, the count of in-flight RPCs the drain waits for, and open streams per client."""
+    """Draining flag, the count of in-flight RPCs (which the drain waits for and `max_in_flight` caps), and open
+    streams per client."""
 
-    def __init__(self, max_streams_per_client: int | None = None) -> None:
+    def __init__(self, max_streams_per_client: int | None = None, max_in_flight: int | None = None) -> None:
         self.draining = False
         self.max_streams_per_client = max_streams_per_client
+        self.max_in_flight = max_in_flight
         self._in_flight = 0
         self._idle = threading.Condition()
         self._streams: Tally[str] = Tally()
@@ -64,9 +66,11 @@ class ServerState:
                 if self._streams[client] <= 0:
                     del self._streams[client]
 
-    def enter(self) -> None:
+    def enter(self) -> int:
+        """Count one more RPC in flight; returns the count with it, so concurrent arrivals see distinct counts."""
         with self._idle:
             self._in_flight += 1
+            return self._in_flight
 
     def leave(self) -> None:
         with self._idle:
@@ -111,16 +115,19 @@ def _code_name(context: grpc.ServicerContext, default: grpc.StatusCode) -> str:
 @contextmanager
 def _tracked(
     state: ServerState, labels: tuple[str, str], rpc_type: str, guarded: bool, context: grpc.ServicerContext
-) -> Iterator[None]:
-    """Counts one RPC from admission to status, for metrics and for the drain."""
+) -> Iterator[int]:
+    """Counts one RPC from admission to status, for metrics and for the drain; yields the in-flight count with it.
+
+    The count drops when the handler returns, before gRPC sends the status: a client that has seen its stream end
+    always finds that slot free again (gRPC's own count of active RPCs drops only after the status is sent).
+    """
     STARTED.labels(*labels, rpc_type).inc()
     IN_FLIGHT.labels(*labels).inc()
-    if guarded:
-        state.enter()
+    position = state.enter() if guarded else 0
     start = time.perf_counter()
     default = grpc.StatusCode.OK
     try:
-        yield
+        yield position
     except GeneratorExit:
         default = grpc.StatusCode.CANCELLED  # the client went away mid-stream
         raise
@@ -156,8 +163,10 @@ class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         rpc_type = _rpc_type(handler)
         interceptor = self
 
-        def admitted(context: grpc.ServicerContext) -> AbstractContextManager[None]:
-            """Admit the RPC (or abort it); a stream also holds one of its client's stream slots while it runs."""
+        def admitted(context: grpc.ServicerContext, position: int) -> AbstractContextManager[None]:
+            """Admit the RPC (or abort it); a stream also holds one of its client's stream slots while it runs.
+
+            `position` is the in-flight count including this RPC (0 for unguarded ones)."""
             if guarded and interceptor.expected is not None:
                 sent = metadata.get("authorization", "")
                 sent_bytes = sent if isinstance(sent, bytes) else str(sent).encode()
@@ -165,6 +174,12 @@ class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
             if guarded and interceptor.state.draining:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining; retry on another replica")
+            limit = interceptor.state.max_in_flight
+            if limit is not None and position > limit:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"server at max_concurrent_rpcs ({limit} RPCs and streams in flight); retry later or elsewhere",
+                )
             if guarded and rpc_type != "unary":
                 return interceptor.state.stream_slot(client_address(context), context)
             return nullcontext()
@@ -187,14 +202,16 @@ class RuntimeInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def wrap_unary_response(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
             def wrapped(raw: Any, context: grpc.ServicerContext) -> Any:
-                with _tracked(interceptor.state, labels, rpc_type, guarded, context), admitted(context):
+                tracked = _tracked(interceptor.state, labels, rpc_type, guarded, context)
+                with tracked as position, admitted(context, position):
                     return behavior(request_of(raw, context), context)
 
             return wrapped
 
         def wrap_stream_response(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Any]:
             def wrapped(raw: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                with _tracked(interceptor.state, labels, rpc_type, guarded, context), admitted(context):
+                tracked = _tracked(interceptor.state, labels, rpc_type, guarded, context)
+                with tracked as position, admitted(context, position):
                     yield from behavior(request_of(raw, context), context)
 
             return wrapped

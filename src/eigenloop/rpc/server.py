@@ -32,6 +32,10 @@ from eigenloop.rpc.interceptors import RuntimeInterceptor, ServerState
 log = logging.getLogger(__name__)
 C = TypeVar("C", bound=ServiceConfig)
 
+# Threads beyond `workers`, and RPCs beyond max_concurrent_rpcs that gRPC itself admits: they refuse RPCs over the
+# limit at once (the interceptor's RESOURCE_EXHAUSTED, with a message) and answer health probes when at it.
+HEADROOM = 8
+
 SERVICE_UP = Gauge(
     "eigenloop_service_info", "Constant 1, labelled with the service and replica.", ["service", "replica"]
 )
@@ -90,15 +94,16 @@ class ServiceRuntime:
         self.name = name
         self.config = config
         self.registrations = list(registrations)
-        self.state = ServerState(config.max_streams_per_client)
+        # An RPC beyond the worker count would wait for a free thread with no bound: refuse it instead.
+        limit = config.max_concurrent_rpcs or config.workers
+        self.state = ServerState(config.max_streams_per_client, max_in_flight=limit)
         self.health = health.HealthServicer()
         token = config.auth_token.get_secret_value() if config.auth_token else None
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=f"{name}-rpc"),
+            futures.ThreadPoolExecutor(max_workers=config.workers + HEADROOM, thread_name_prefix=f"{name}-rpc"),
             interceptors=[RuntimeInterceptor(self.state, token)],
             options=server_options(config),
-            # An RPC beyond the worker count would wait for a free thread with no bound: refuse it instead.
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs or config.workers,
+            maximum_concurrent_rpcs=limit + HEADROOM,  # the backstop, should a burst exhaust the headroom
         )
         self.port = 0
         self.metrics_port = 0
