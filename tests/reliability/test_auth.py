@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from eigenloop.contracts.v1 import toolenv_pb2 as tpb
 from eigenloop.contracts.v1 import toolenv_pb2_grpc
-from eigenloop.env.remote import TOOLENV_POLICY
+from eigenloop.env.remote import TOOLENV_POLICY, ToolEnvClient
 from eigenloop.rpc.client import ClientTLS, connect
 from eigenloop.rpc.pool import ReplicaPool
 from eigenloop.rpc.server import ServiceRuntime
@@ -214,3 +214,12 @@ def test_replica_pool_and_service_config_speak_mtls(with_mtls: ServiceRuntime, p
             assert outcome(list_domains, lease.channel) == "OK"
     finally:
         pool.close()
+
+
+def test_the_toolenv_client_runs_a_session_over_mtls(with_mtls: ServiceRuntime, pki: dict[str, Path]) -> None:
+    tls = ClientTLS.from_files(pki["ca"], pki["client_cert"], pki["client_key"])
+    client = ToolEnvClient(f"127.0.0.1:{with_mtls.port}", tls=tls)
+    try:
+        assert "toy" in [d.name for d in client.list_domains()]
+    finally:
+        client.channel.close()

@@ -9,7 +9,7 @@ import grpc
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import toolenv_pb2 as tpb
 from eigenloop.contracts.v1 import toolenv_pb2_grpc
-from eigenloop.rpc.client import ServicePolicy, connect
+from eigenloop.rpc.client import ClientTLS, ServicePolicy, connect
 from eigenloop.rpc.stream import LockstepStream, StreamOwner
 
 TOOLENV_POLICY = ServicePolicy(
@@ -64,9 +64,10 @@ class ToolEnvClient:
         addresses: str | Sequence[str],
         *,
         auth_token: str | None = None,
+        tls: ClientTLS | None = None,
         session_timeout_s: float = TOOLENV_POLICY.stream_timeout_s,
     ) -> None:
-        self.channel = connect(addresses, TOOLENV_POLICY, auth_token=auth_token)
+        self.channel = connect(addresses, TOOLENV_POLICY, auth_token=auth_token, tls=tls)
         self.stub = toolenv_pb2_grpc.ToolEnvStub(self.channel)
         self.session_timeout_s = session_timeout_s
 

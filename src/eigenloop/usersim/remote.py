@@ -9,7 +9,7 @@ import grpc
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import user_sim_pb2 as upb
 from eigenloop.contracts.v1 import user_sim_pb2_grpc
-from eigenloop.rpc.client import ServicePolicy
+from eigenloop.rpc.client import ClientTLS, ServicePolicy
 from eigenloop.rpc.pool import Lease, ReplicaPool
 from eigenloop.rpc.stream import LockstepStream, StreamClosedError, StreamOwner
 
@@ -93,8 +93,9 @@ class UserSimClient:
         *,
         timeout_s: float = USER_SIM_POLICY.stream_timeout_s,
         auth_token: str | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
-        self.pool = ReplicaPool(addresses, USER_SIM_POLICY, auth_token=auth_token)
+        self.pool = ReplicaPool(addresses, USER_SIM_POLICY, auth_token=auth_token, tls=tls)
         self.timeout_s = timeout_s
 
     def conversation(
