@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml $(SERVICES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,local]" $(foreach s,$(SERVICES),-e $(dir $(s)))
+	$(BIN)/python -m pip install --quiet -e ".[dev,local,report,kube]" $(foreach s,$(SERVICES),-e $(dir $(s)))
 	touch $@
 
 setup: $(STAMP)
@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python benchmarks/domains.py
 	$(BIN)/python benchmarks/user_sim_scaling.py
 	$(BIN)/python benchmarks/trainer.py
+	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/synthesis.py
 
 # Soak (a few minutes), then every reliability test with its records, rendered as docs/reliability.md.
@@ -62,7 +63,6 @@ reliability: setup
 	$(BIN)/python benchmarks/soak.py
 	EIGENLOOP_RELIABILITY_RECORDS=docs/reliability.json $(BIN)/python -m pytest tests/reliability -q
 	$(BIN)/python scripts/reliability_report.py docs/reliability.json benchmarks/results/soak.json > docs/reliability.md
-	$(BIN)/python benchmarks/rollout.py
 
 clean:
 	rm -rf $(VENV) .eigenloop .pytest_cache .mypy_cache .ruff_cache
