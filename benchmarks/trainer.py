@@ -13,7 +13,9 @@ procedural users, an in-process toolenv, a batching transformers engine), so wha
 Settings shared as far as TRL allows: G samples per task, tasks per step, steps, lr, clip eps 0.4, no KL, token-level
 aggregation (TRL `dapo`, eigenloop `token`), batch-level std scaling, no zero-variance filtering (TRL has none),
 no gradient checkpointing (TRL's GRPO turns it on by default; switched off here, as eigenloop does not use it).
-Each side runs in its own process; peak RSS is that process's (trainer and inference together).
+Each side runs in its own process; peak RSS is that process's (trainer and inference together). torch runs one
+intra-op thread per process (BENCH_THREADS): on a shared 2-core machine two OpenMP threads spin against each other
+and against other processes, which made every number 10-40x slower and noisy in trials.
 
     python benchmarks/trainer.py            # writes benchmarks/results/trainer.json
 """
@@ -121,7 +123,12 @@ def run_eigenloop(model: Path, work: Path, *, grpc_inference: bool) -> dict[str,
     )
     sync = InferenceSync(config.sync) if grpc_inference else EngineSync(engine)
     manager_config = RolloutConfig(
-        group_size=GROUP, max_ready_groups=len(tasks), max_staleness=1, seed=SEED, episode=episode_config()
+        group_size=GROUP,
+        max_in_flight=len(tasks) * GROUP,
+        max_ready_groups=len(tasks),
+        max_staleness=1,
+        seed=SEED,
+        episode=episode_config(),
     )
     totals = {"policy_tokens": 0.0, "rollout_wait_s": 0.0, "train_s": 0.0, "sync_s": 0.0}
 
@@ -175,7 +182,13 @@ def run_trl(model: Path, work: Path) -> dict[str, Any]:
         LocalEnvironments(),
         LocalUsers(ProceduralUser()),
         tokenizer,
-        RolloutConfig(group_size=GROUP, max_ready_groups=len(tasks), seed=SEED, episode=episode_config()),
+        RolloutConfig(
+            group_size=GROUP,
+            max_in_flight=len(tasks) * GROUP,
+            max_ready_groups=len(tasks),
+            seed=SEED,
+            episode=episode_config(),
+        ),
     )
     policy_tokens = 0
     split = {"rollout_s": 0.0, "sync_s": 0.0}
@@ -259,7 +272,7 @@ def run_trl(model: Path, work: Path) -> dict[str, Any]:
 def child(side: str, model: Path, work: Path) -> None:
     import torch
 
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     if side == "trl":
         result = run_trl(model, work)
     else:
@@ -303,7 +316,7 @@ def main() -> None:
             "max_turns": MAX_TURNS,
             "max_new_tokens": MAX_NEW_TOKENS,
             "trl_version": trl.__version__,
-            "threads": int(os.environ.get("BENCH_THREADS", "2")),
+            "threads": int(os.environ.get("BENCH_THREADS", "1")),
             "runs": 1,
             "note": "CPU only, one run each, on a machine shared with other work: timings are indicative",
         },
