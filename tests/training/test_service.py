@@ -8,8 +8,10 @@ import grpc
 import pytest
 import yaml
 
+from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import trainer_pb2 as tpb
 from eigenloop.contracts.v1 import trainer_pb2_grpc
+from eigenloop.domains import sample_tasks
 from eigenloop_trainer.server import TrainerConfig, TrainerServicer
 from tests.training.helpers import sft_config
 
@@ -50,10 +52,21 @@ def test_bad_config_is_invalid_argument_naming_the_key(stub: trainer_pb2_grpc.Tr
     assert "lr: unknown key" in str(err.value.details())
 
 
-def test_unknown_run_and_evaluate(stub: trainer_pb2_grpc.TrainerStub) -> None:
+def test_unknown_run_is_not_found(stub: trainer_pb2_grpc.TrainerStub) -> None:
     with pytest.raises(grpc.RpcError) as err:
         stub.GetRun(tpb.GetRunRequest(run_id="nope"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_evaluate_scores_k_samples_per_task(stub: trainer_pb2_grpc.TrainerStub, sft_model: Path) -> None:
+    tasks = sample_tasks("toy")[:2]
+    request = tpb.EvaluateModelRequest(
+        model_path=str(sft_model), tasks=tasks, k=2, sampling=pb.SamplingParams(temperature=1.0, max_new_tokens=8)
+    )
+    report = stub.Evaluate(request, timeout=300)
+    assert [d.domain for d in report.domains] == ["toy"]
+    assert report.domains[0].tasks == 2 and report.domains[0].episodes == 4
+    assert len(report.trajectories) == 4
     with pytest.raises(grpc.RpcError) as err:
-        stub.Evaluate(tpb.EvaluateModelRequest())
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        stub.Evaluate(tpb.EvaluateModelRequest(model_path="/nope", tasks=tasks))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

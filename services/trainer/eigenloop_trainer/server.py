@@ -1,4 +1,5 @@
-"""trainer's gRPC servicer: each StartRun trains in a background thread; GetRun/WatchRun report, CancelRun stops it.
+"""trainer's gRPC servicer: each StartRun trains in a background thread; GetRun/WatchRun report, CancelRun stops it;
+Evaluate plays k episodes per task with the rollout manager and scores them.
 
 The stages are the library's (eigenloop.training): the service validates the YAML config up front (INVALID_ARGUMENT
 names the bad key), runs it under `<runs_dir>/<run_id>` unless the config names a run_dir, and streams every step's
@@ -41,6 +42,9 @@ class TrainerConfig(ServiceConfig):
 
     runs_dir: Path = Field(Path(".eigenloop/runs"), description="where runs live when their config names no run_dir")
     max_active_runs: int = Field(1, ge=1, description="runs training at once; more StartRuns get RESOURCE_EXHAUSTED")
+    toolenv: str | None = Field(None, description="toolenv replicas Evaluate plays against; unset: in-process")
+    user_sim: str | None = Field(None, description="user_sim replicas for Evaluate; unset: procedural users here")
+    eval_max_turns: int = Field(16, ge=1, description="policy turns per Evaluate episode")
 
 
 class RunCancelled(Exception):
@@ -180,7 +184,50 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         return run.status()
 
     def Evaluate(self, request: tpb.EvaluateModelRequest, context: grpc.ServicerContext) -> tpb.EvaluationReport:
-        abort(context, grpc.StatusCode.UNIMPLEMENTED, "Evaluate needs the rollout manager, which is not wired in yet")
+        """k episodes per task with the model at model_path (an in-process engine), scored as pass@1 / pass^k."""
+        from eigenloop.rollout.episode import EpisodeConfig
+        from eigenloop.rollout.evaluation import score_groups
+        from eigenloop.rollout.factory import rollout_manager
+        from eigenloop.rollout.manager import RolloutConfig
+
+        if not request.tasks:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "no tasks to evaluate")
+        if not Path(request.model_path).is_dir():
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"model_path {request.model_path!r}: no such directory")
+        k = request.k or 1
+        sampling = request.sampling
+        config = RolloutConfig(
+            group_size=k,
+            seed=request.seed,
+            episode=EpisodeConfig(
+                max_turns=self.config.eval_max_turns,
+                max_new_tokens=sampling.max_new_tokens or 256,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p or 1.0,
+                top_k=sampling.top_k,
+            ),
+        )
+        with rollout_manager(
+            Path(request.model_path), config, toolenv=self.config.toolenv, user_sim=self.config.user_sim
+        ) as manager:
+            groups = list(manager.rollout(list(request.tasks)))
+        report = score_groups(groups, k)
+        return tpb.EvaluationReport(
+            domains=[
+                tpb.DomainScore(
+                    domain=d.domain,
+                    pass_at_1=d.pass_at_1 or 0.0,
+                    pass_hat_k=d.pass_hat_k or 0.0,
+                    k=k,
+                    tasks=d.tasks,
+                    episodes=d.episodes,
+                    infra_failed=d.infra_failed,
+                    simulator_invalid=d.simulator_invalid,
+                )
+                for d in report.domains
+            ],
+            trajectories=[t for g in groups for t in g.trajectories],
+        )
 
 
 def registrations(config: TrainerConfig) -> list[Registration]:
