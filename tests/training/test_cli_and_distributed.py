@@ -61,3 +61,28 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     b = load_file(str(tmp_path / "double" / "model" / "model.safetensors"))
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+def test_cli_trains_grpo_from_a_trajectory_file(tmp_path: Path, sft_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from tests.training.helpers import write_trajectories
+
+    write_trajectories(tmp_path / "traj.jsonl", AutoTokenizer.from_pretrained(sft_model))
+    raw = {
+        "run_dir": str(tmp_path / "grpo"),
+        "steps": 2,
+        "threads": 1,
+        "model": {"path": str(sft_model)},
+        "rollouts": {"source": "file", "path": "traj.jsonl", "tasks_per_step": 3},
+    }
+    result = runner.invoke(app, ["train", "grpo", "--config", str(write_config(tmp_path / "grpo.yaml", raw))])
+    assert result.exit_code == 0, result.output
+    assert "done: 2 steps" in result.output
+
+
+def test_cli_grpo_manager_source_needs_inference(tmp_path: Path, sft_model: Path) -> None:
+    raw = {"run_dir": str(tmp_path / "grpo"), "model": {"path": str(sft_model)}, "data": {"domains": ["toy"]}}
+    result = runner.invoke(app, ["train", "grpo", "--config", str(write_config(tmp_path / "grpo.yaml", raw))])
+    assert result.exit_code == 1
+    assert "needs rollouts.inference" in " ".join(result.output.split())
