@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,8 +12,6 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from eigenloop.cli.main import app
-from eigenloop.training.config import load_config
-from eigenloop.training.sft import run_sft
 from tests.training.helpers import sft_config, write_config
 
 runner = CliRunner()
@@ -40,17 +39,15 @@ def test_cli_reports_a_missing_model(tmp_path: Path) -> None:
     assert "no such directory" in " ".join(result.output.split())  # rich wraps long lines
 
 
-@pytest.mark.timeout(600)  # three processes start torch; slow on a busy machine
-def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
-    # Dialogues of ~150 tokens in rows of 256: one per row, so each process gets 3 rows, one per micro-batch.
-    raw = sft_config(tmp_path, steps=3, batch_size=6, micro_batch_rows=1)
+def _torchrun_matches_single_process(tmp_path: Path, stage: str, raw: dict[str, Any]) -> None:
     single = write_config(tmp_path / "single.yaml", {**raw, "run_dir": str(tmp_path / "single")})
     double = write_config(tmp_path / "double.yaml", {**raw, "run_dir": str(tmp_path / "double")})
-    run_sft(load_config("sft", single))  # type: ignore[arg-type]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = runner.invoke(app, ["train", stage, "--config", str(single)])
+    assert result.exit_code == 0, result.output
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
     done = subprocess.run(
-        [*torchrun, "eigenloop.cli", "train", "sft", "--config", str(double)],
+        [*torchrun, "eigenloop.cli", "train", stage, "--config", str(double)],
         env=env,
         capture_output=True,
         text=True,
@@ -61,6 +58,32 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     b = load_file(str(tmp_path / "double" / "model" / "model.safetensors"))
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.timeout(600)  # two processes start torch; slow on a busy machine
+def test_sft_on_two_gloo_processes_matches_one_process(tmp_path: Path) -> None:
+    # Dialogues of ~150 tokens in rows of 256: one per row, so each process gets 3 rows, one per micro-batch.
+    _torchrun_matches_single_process(tmp_path, "sft", sft_config(tmp_path, steps=3, batch_size=6, micro_batch_rows=1))
+
+
+@pytest.mark.timeout(600)
+def test_grpo_on_two_gloo_processes_matches_one_process(tmp_path: Path, sft_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from tests.training.helpers import write_tasks, write_trajectories
+
+    write_trajectories(tmp_path / "traj.jsonl", AutoTokenizer.from_pretrained(sft_model))
+    raw = {
+        "steps": 3,
+        "threads": 1,
+        "micro_batch_rows": 1,
+        "model": {"path": str(sft_model)},
+        "data": {"tasks": [str(write_tasks(tmp_path / "tasks.jsonl"))], "max_length": 256},
+        "rollouts": {"source": "file", "path": str(tmp_path / "traj.jsonl"), "tasks_per_step": 3},
+        "loss": {"sft_weight": 0.1, "kl_coef": 0.05, "sft_batch_size": 2},
+        "filter": {"max_staleness": None},
+    }
+    _torchrun_matches_single_process(tmp_path, "grpo", raw)
 
 
 def test_cli_trains_grpo_from_a_trajectory_file(tmp_path: Path, sft_model: Path) -> None:

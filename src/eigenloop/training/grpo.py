@@ -189,6 +189,14 @@ def recompute_logprobs(model: Any, batch: PolicyBatch) -> list[list[float]]:
     return out
 
 
+def _share(run: TrainingRun, groups: list[Group]) -> list[Group]:
+    """Process 0's groups on every process (as bytes: generated protobuf classes do not pickle)."""
+    if not run.ctx.enabled:
+        return groups
+    wire = run.ctx.broadcast([[t.SerializeToString() for t in group] for group in groups])
+    return [[pb.Trajectory.FromString(blob) for blob in group] for group in wire]
+
+
 def _blended_sft(model: Any, rows: Rows, *, total: float, weight: float) -> tuple[torch.Tensor, dict[str, float]]:
     loss, values = sft_loss(model, rows, total)
     return weight * loss, {"sft_nll_sum": values["nll_sum"], "sft_targets": values["targets"]}
@@ -239,10 +247,8 @@ def run_grpo(
             started = time.perf_counter()
             version = run.state.policy_version
             with timer("rollout_wait"):
-                groups = run.ctx.broadcast(
-                    source.groups(config.rollouts.tasks_per_step, version) if source is not None else None
-                )
-            assert groups is not None
+                mine = source.groups(config.rollouts.tasks_per_step, version) if source is not None else []
+                groups = _share(run, mine)
             kept, dropped = filter_groups(
                 groups, config.filter, policy_version=version, max_length=config.data.max_length
             )
