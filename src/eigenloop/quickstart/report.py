@@ -16,7 +16,7 @@ from eigenloop.quickstart.config import QuickstartConfig
 from eigenloop.quickstart.evaluate import goal_of
 from eigenloop.quickstart.pipeline import STAGE_NAMES
 from eigenloop.quickstart.stages import finished_stages
-from eigenloop.reporting import line_plot, markdown_table, stacked_bar_plot, write_report
+from eigenloop.reporting import Cell, line_plot, markdown_table, stacked_bar_plot, write_report
 from eigenloop.synthesis.run import complete_rounds, round_dir
 
 METRICS_TABLE = ["greedy_pass1", "sampled_pass1", "pass_hat_k"]
@@ -65,6 +65,19 @@ def _plots(config: QuickstartConfig, out: Path, folder: Path) -> list[str]:
                          ylabel="groups")  # fmt: skip
         shown += ["![GRPO reward](report/grpo_reward.png)", "![GRPO groups](report/grpo_groups.png)"]
     return shown
+
+
+def _filtered(out: Path) -> str:
+    """What dynamic filtering dropped over the whole GRPO run (episodes or groups, as the reason says)."""
+    totals: Counter[str] = Counter()
+    for row in read_metrics(out / "grpo" / "metrics.jsonl"):
+        for key, value in row.items():
+            if key.startswith("filtered_") and isinstance(value, int | float):
+                totals[key.removeprefix("filtered_")] += int(value)
+    if not totals:
+        return "GRPO dropped nothing."
+    rows: list[list[Cell]] = [[reason, count] for reason, count in sorted(totals.items())]
+    return "Dropped by GRPO's filters over the run:\n\n" + markdown_table(["reason", "count"], rows)
 
 
 def _coverage(out: Path) -> str:
@@ -140,6 +153,7 @@ def write_quickstart_report(config: QuickstartConfig, out: Path) -> tuple[Path, 
             f"{grpo_summary['episodes']} GRPO episodes ({grpo_summary['simulator_invalid']} with an invalid "
             f"simulated user turn, {grpo_summary['infra_dropped']} dropped by infrastructure, "
             f"{grpo_summary['format_errors']} malformed tool calls).",
+            _filtered(out),
             *_plots(config, out, folder),
             "## Run",
             "Stage wall times (2 CPU cores; the machine may have been shared):",
