@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -104,8 +105,19 @@ def test_cli_trains_grpo_from_a_trajectory_file(tmp_path: Path, sft_model: Path)
     assert "done: 2 steps" in result.output
 
 
-def test_cli_grpo_manager_source_needs_inference(tmp_path: Path, sft_model: Path) -> None:
-    raw = {"run_dir": str(tmp_path / "grpo"), "model": {"path": str(sft_model)}, "data": {"domains": ["toy"]}}
+def test_cli_grpo_embedded_live_rollouts(tmp_path: Path, sft_model: Path) -> None:
+    """No inference address: the policy samples from an engine in the trainer's process, kept on the new weights."""
+    raw = {
+        "run_dir": str(tmp_path / "grpo"),
+        "steps": 2,
+        "threads": 1,
+        "model": {"path": str(sft_model)},
+        "data": {"domains": ["toy"], "eval_fraction": 0.0, "system_prompt": "Help.", "tools_in_prompt": False},
+        "rollouts": {"tasks_per_step": 2, "group_size": 2, "max_new_tokens": 8, "max_turns": 2},
+        "filter": {"zero_variance": False},
+    }
     result = runner.invoke(app, ["train", "grpo", "--config", str(write_config(tmp_path / "grpo.yaml", raw))])
-    assert result.exit_code == 1
-    assert "needs rollouts.inference" in " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["episodes"] for line in lines] == [4, 4]
+    assert lines[1]["policy_version"] == 1  # the first step produced version 1, pushed into the engine

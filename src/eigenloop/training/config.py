@@ -143,7 +143,7 @@ class RolloutConfig(Section):
     )
     path: Path | None = Field(default=None, description="trajectory JSONL (source: file), grouped by group_id")
     inference: str | None = Field(
-        default=None, description="inference replicas the manager samples from (needed unless a source is passed in)"
+        default=None, description="inference replicas the manager samples from; unset: an engine in this process"
     )
     toolenv: str | None = Field(default=None, description="toolenv replicas; unset: environments in this process")
     user_sim: str | None = Field(default=None, description="user_sim replicas; unset: procedural users in this process")

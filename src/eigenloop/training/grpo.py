@@ -238,7 +238,14 @@ def run_grpo(
         sft_cursor = Cursor(max(len(sft_examples), 1), config.seed, **run.state.cursor.get("sft", {}))
         reference = run.reference_model() if config.loss.kl_coef > 0 else None
         if run.ctx.is_main:
-            source = source or open_source(config, run.state.cursor.get("rollouts", {}))
+            if source is None:
+                source, source_sync = open_source(
+                    config,
+                    run.state.cursor.get("rollouts", {}),
+                    model=run.model,
+                    policy_version=run.state.policy_version,
+                )
+                sync = sync or source_sync
             sync = sync if sync is not None else open_sync(config)
         last = min(config.steps, stop_at or config.steps)
         values: dict[str, float] = {}

@@ -10,14 +10,15 @@ import contextlib
 import itertools
 import random
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, Protocol
+
+from transformers import AutoTokenizer
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.data import read_jsonl
 from eigenloop.training.config import GRPOConfig
 from eigenloop.training.data import EmptyDatasetError, load_tasks
-from eigenloop.training.run import TrainingError
+from eigenloop.training.sync import EngineSync, WeightSync
 
 
 class RolloutSource(Protocol):
@@ -98,48 +99,70 @@ class ManagerSource:
             self._closer.close()
 
 
-def open_source(config: GRPOConfig, cursor: dict[str, Any]) -> RolloutSource:
+def open_source(
+    config: GRPOConfig, cursor: dict[str, Any], *, model: Any, policy_version: int
+) -> tuple[RolloutSource, WeightSync | None]:
+    """The configured source, and the weight sync it brings: live rollouts without `rollouts.inference` sample from
+    an engine in this process (embedded mode), which the returned EngineSync keeps on the trained weights; it
+    starts from `model` at `policy_version` (a resumed run's weights, not the initial ones)."""
     rollouts = config.rollouts
     if rollouts.source == "file":
         assert rollouts.path is not None  # the config validator guarantees it
-        return FileSource(read_jsonl(rollouts.path, pb.Trajectory), int(cursor.get("position", 0)))
+        return FileSource(read_jsonl(rollouts.path, pb.Trajectory), int(cursor.get("position", 0))), None
+    from eigenloop.inference.engine import TransformersEngine
     from eigenloop.rollout.episode import EpisodeConfig
-    from eigenloop.rollout.factory import rollout_manager
-    from eigenloop.rollout.manager import RolloutConfig
+    from eigenloop.rollout.manager import RolloutConfig, RolloutManager
+    from eigenloop.rollout.policy import LocalPolicy, PolicyClient, RemotePolicy
+    from eigenloop.rollout.services import (
+        Environments,
+        LocalEnvironments,
+        LocalUsers,
+        RemoteEnvironments,
+        RemoteUsers,
+        Users,
+    )
+    from eigenloop.usersim.policies import ProceduralUser
 
-    if rollouts.inference is None:
-        raise TrainingError(
-            "rollouts.source 'manager' needs rollouts.inference (host:port of the inference replicas that serve the "
-            "policy and receive its weights after every step)"
-        )
     assert config.model.path is not None  # run_grpo checked it
     tasks, _ = load_tasks(config.data)
     if not tasks:
         raise EmptyDatasetError("rollouts.source 'manager' needs tasks: set data.tasks or data.domains")
-    episode = EpisodeConfig(
-        max_turns=rollouts.max_turns,
-        max_tokens=config.data.max_length,
-        max_new_tokens=rollouts.max_new_tokens,
-        temperature=rollouts.temperature,
-        system_prompt=config.data.system_prompt,
-        tools_in_prompt=config.data.tools_in_prompt,
-    )
     manager_config = RolloutConfig(
         group_size=rollouts.group_size,
         max_ready_groups=rollouts.max_inflight_groups,
         max_staleness=config.filter.max_staleness,
         seed=config.seed,
-        episode=episode,
+        episode=EpisodeConfig(
+            max_turns=rollouts.max_turns,
+            max_tokens=config.data.max_length,
+            max_new_tokens=rollouts.max_new_tokens,
+            temperature=rollouts.temperature,
+            system_prompt=config.data.system_prompt,
+            tools_in_prompt=config.data.tools_in_prompt,
+        ),
     )
     stack = contextlib.ExitStack()
-    manager = stack.enter_context(
-        rollout_manager(
-            Path(config.model.path),
-            manager_config,
-            inference=rollouts.inference,
-            toolenv=rollouts.toolenv,
-            user_sim=rollouts.user_sim,
-        )
-    )
+    sync: WeightSync | None = None
+    policy: PolicyClient
+    if rollouts.inference is None:
+        engine = TransformersEngine(config.model.path, max_batch_size=rollouts.tasks_per_step * rollouts.group_size)
+        stack.callback(engine.close)
+        sync = EngineSync(engine)
+        if policy_version > 0:
+            sync.push(model, policy_version)
+        policy, tokenizer = LocalPolicy(engine), engine.tokenizer
+    else:
+        remote = RemotePolicy(rollouts.inference)
+        stack.callback(remote.close)
+        policy, tokenizer = remote, AutoTokenizer.from_pretrained(config.model.path)
+    environments: Environments = LocalEnvironments()
+    if rollouts.toolenv is not None:
+        environments = RemoteEnvironments(rollouts.toolenv)
+        stack.callback(environments.close)
+    users: Users = LocalUsers(ProceduralUser())
+    if rollouts.user_sim is not None:
+        users = RemoteUsers(rollouts.user_sim)
+        stack.callback(users.close)
+    manager = stack.enter_context(RolloutManager(policy, environments, users, tokenizer, manager_config))
     delivered = int(cursor.get("delivered", 0))
-    return ManagerSource(manager, task_cycle(tasks, config.seed, delivered), delivered, closer=stack)
+    return ManagerSource(manager, task_cycle(tasks, config.seed, delivered), delivered, closer=stack), sync
