@@ -33,7 +33,7 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("quickstart") / "run"
     result = runner.invoke(app, ["quickstart", "--fast", "--seed", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert f"report: {out / 'report.md'}" in said(result)
+    assert f"report:{out / 'report.md'}" in "".join(said(result).split())  # rich may fold a long path
     yield out
 
 

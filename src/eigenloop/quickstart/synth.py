@@ -1,8 +1,9 @@
 """Synthesis for the quickstart: rounds of generate → validate → evolve (eigenloop.synthesis.run), then a
 held-out evaluation set of unseen entities.
 
-Generator and validator run embedded (the same code their services run) with the offline procedural backend.
-The held-out tasks are generated with the final evolved prompt set in another world (another database seed,
+Generator, validator and toolenv run as services on loopback (the launcher); the generator and validator use
+their default backend, the offline procedural one (labelled `procedural` in every task's provenance). The
+held-out tasks are generated with the final evolved prompt set in another world (another database seed,
 whose users and orders carry other ids), validated the same way, and any task naming an id that occurs in the
 training tasks is dropped: the evaluation never sees an entity the agent was trained on.
 """
@@ -17,14 +18,13 @@ from typing import Any
 from google.protobuf import json_format
 
 from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.contracts.v1 import validator_pb2 as vpb
 from eigenloop.data import read_tasks, write_jsonl
-from eigenloop.llm.procedural import ProceduralBackend
+from eigenloop.quickstart import services
 from eigenloop.quickstart.config import QuickstartConfig
-from eigenloop.synthesis.generator import TaskGenerator
-from eigenloop.synthesis.pipeline import ValidationCore
+from eigenloop.synthesis.clients import GeneratorClient, ValidatorClient
 from eigenloop.synthesis.prompts import default_prompt_set
 from eigenloop.synthesis.run import SynthesisConfig, round_dir, run_synthesis
-from eigenloop.synthesis.validation import TaskValidator
 
 HELDOUT_SEED_OFFSET = 7919  # another world: with the toy shop's 400 id blocks, never the training world's ids
 IDENTIFIER = re.compile(r"\b[A-Z]\d{4,}\b")
@@ -55,16 +55,21 @@ def identifiers(task: pb.Task) -> set[str]:
 
 def synthesize(config: QuickstartConfig, out: Path, progress: Progress | None = None) -> dict[str, Any]:
     """`out/accepted.jsonl` (training tasks, all rounds), the per-round folders and `out/heldout.jsonl`."""
-    backend = ProceduralBackend()
-    generator = TaskGenerator(backend)
-    validation = ValidationCore(backend, generator)
     sconfig = synthesis_config(config)
-    summaries = run_synthesis(
-        sconfig, generator, validation, out, default_prompt_set(config.domain), resume=False, progress=progress
-    )
-    train = read_tasks(out / "accepted.jsonl")
-    final = json_format.Parse((round_dir(out, sconfig.rounds) / "prompt_set.json").read_text(), pb.PromptSet())
-    heldout = heldout_tasks(config, generator, final, train) if config.synth.heldout else []
+    wanted: dict[str, dict[str, str]] = {"toolenv": {}, "generator": {}, "validator": {}}
+    with services.running(out / "services", wanted) as addresses:
+        generator = GeneratorClient(addresses["generator"])
+        validator = ValidatorClient(addresses["validator"])
+        try:
+            summaries = run_synthesis(
+                sconfig, generator, validator, out, default_prompt_set(config.domain), progress=progress
+            )
+            train = read_tasks(out / "accepted.jsonl")
+            final = json_format.Parse((round_dir(out, sconfig.rounds) / "prompt_set.json").read_text(), pb.PromptSet())
+            heldout = heldout_tasks(config, generator, validator, final, train) if config.synth.heldout else []
+        finally:
+            generator.close()
+            validator.close()
     if heldout:
         write_jsonl(out / "heldout.jsonl", heldout)
     return {
@@ -74,26 +79,28 @@ def synthesize(config: QuickstartConfig, out: Path, progress: Progress | None = 
         ],
         "train_tasks": len(train),
         "heldout_tasks": len(heldout),
-        "backend": backend.name,
     }
 
 
 def heldout_tasks(
-    config: QuickstartConfig, generator: TaskGenerator, prompt_set: pb.PromptSet, train: list[pb.Task]
+    config: QuickstartConfig,
+    generator: GeneratorClient,
+    validator: ValidatorClient,
+    prompt_set: pb.PromptSet,
+    train: list[pb.Task],
 ) -> list[pb.Task]:
     seen = set().union(*(identifiers(t) for t in train)) if train else set()
-    validator = TaskValidator()
     seed = config.seed + HELDOUT_SEED_OFFSET
+    run_id = f"heldout-{config.domain}-{seed}"  # its own accepted set: held-out tasks are not near-duplicates
     kept: list[pb.Task] = []
     # Generate in batches until enough tasks pass; a bounded number of tries so a domain that cannot
     # produce unseen entities fails loudly instead of looping.
     for attempt in range(10):
-        batch = generator.generate(config.domain, config.synth.heldout, seed, prompt_set, round_=100 + attempt)
-        for generated in batch:
-            if not generated.HasField("task"):
-                continue
-            task = generated.task
-            if identifiers(task) & seen or not validator.validate(task).accepted:
+        generated = generator.generate(config.domain, config.synth.heldout, seed, prompt_set, 100 + attempt)
+        fresh = [g.task for g in generated if g.HasField("task") and not identifiers(g.task) & seen]
+        reports = validator.validate(fresh, vpb.ValidationOptions(), run_id=run_id)
+        for task, report in zip(fresh, reports, strict=True):
+            if not report.accepted:
                 continue
             task.id = f"heldout-{len(kept):04d}"
             kept.append(task)
