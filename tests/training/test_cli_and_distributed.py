@@ -52,7 +52,7 @@ def _torchrun_matches_single_process(tmp_path: Path, stage: str, raw: dict[str, 
         env=env,
         capture_output=True,
         text=True,
-        timeout=540,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     a = load_file(str(tmp_path / "single" / "model" / "model.safetensors"))
@@ -61,13 +61,13 @@ def _torchrun_matches_single_process(tmp_path: Path, stage: str, raw: dict[str, 
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.timeout(600)  # two processes start torch; slow on a busy machine
+@pytest.mark.timeout(400)  # two processes start torch; slow on a busy machine
 def test_sft_on_two_gloo_processes_matches_one_process(tmp_path: Path) -> None:
     # Dialogues of ~150 tokens in rows of 256: one per row, so each process gets 3 rows, one per micro-batch.
     _torchrun_matches_single_process(tmp_path, "sft", sft_config(tmp_path, steps=3, batch_size=6, micro_batch_rows=1))
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(400)
 def test_grpo_on_two_gloo_processes_matches_one_process(tmp_path: Path, sft_model: Path) -> None:
     from transformers import AutoTokenizer
 

@@ -92,4 +92,5 @@ def init(device: str = "cpu") -> DistContext:
 
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
+        dist.barrier()  # leave together: a process tearing gloo down while a peer still uses it can hang the exit
         dist.destroy_process_group()
