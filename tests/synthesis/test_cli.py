@@ -31,10 +31,20 @@ def test_small_run_then_resume(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "embedded, procedural backend" in result.output
     assert (tmp_path / "accepted.jsonl").is_file() and (tmp_path / "report.md").is_file()
+    _loads_with_datasets(tmp_path / "accepted.jsonl", tmp_path / "hf-cache")
     again = runner.invoke(app, [*SMALL, "--out", str(tmp_path)])
     assert again.exit_code == 2 and "--resume" in _said(again.output)
     resumed = runner.invoke(app, [*SMALL, "--out", str(tmp_path), "--resume"])
     assert resumed.exit_code == 0, resumed.output
+
+
+def _loads_with_datasets(path: Path, cache: Path) -> None:
+    """The accepted tasks open with Hugging Face `datasets` (one row per task, the same ids)."""
+    import datasets
+
+    ids = [json.loads(line)["id"] for line in path.read_text().splitlines()]
+    table = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(cache))
+    assert table.num_rows == len(ids) > 0 and table["id"] == ids
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
