@@ -24,8 +24,8 @@ from eigenloop.llm.base import ChatMessage
 from eigenloop.protocol import tool_schema
 from eigenloop.rollout.tokens import tokenize_dialogue
 from eigenloop.training.config import DataConfig
-from eigenloop.usersim.policies import ConversationView, chat_messages
-from eigenloop.usersim.sft import user_view
+from eigenloop.usersim.policies import chat_messages
+from eigenloop.usersim.sft import reference_view
 
 
 class EmptyDatasetError(ValueError):
@@ -131,15 +131,7 @@ def user_examples(tokenizer: Any, tasks: Iterable[pb.Task]) -> list[Example]:
         if not task.reference_dialogue:
             continue
         domain = domains.get(task.domain)
-        view = ConversationView(
-            task=task,
-            domain=domain,
-            history=tuple(user_view(task.reference_dialogue)),
-            event="agent_message",
-            turn=0,
-            max_turns=0,
-        )
-        chat = chat_messages(view)
+        chat = chat_messages(reference_view(task, domain))
         system = chat[0].content if chat and chat[0].role == "system" else ""
         messages = [_as_message(m) for m in chat if m.role != "system"]
         tools = [tool_schema(t) for t in domain.user_tools] if domain is not None else []

@@ -40,20 +40,23 @@ def user_view(dialogue: Iterable[pb.Message]) -> list[pb.Message]:
     return history
 
 
-def sft_example(task: pb.Task, domain: Domain | None) -> dict[str, Any] | None:
-    """One training example, or None when the task has no reference dialogue to learn from."""
-    if not task.reference_dialogue:
-        return None
-    view = ConversationView(
+def reference_view(task: pb.Task, domain: Domain | None) -> ConversationView:
+    """The whole reference dialogue as the simulated user sees it: what user-model SFT trains on."""
+    return ConversationView(
         task=task,
         domain=domain,
         history=tuple(user_view(task.reference_dialogue)),
         event="agent_message",
         turn=0,
         max_turns=0,
-        seed=0,
-        sampling=pb.SamplingParams(),
     )
+
+
+def sft_example(task: pb.Task, domain: Domain | None) -> dict[str, Any] | None:
+    """One training example, or None when the task has no reference dialogue to learn from."""
+    if not task.reference_dialogue:
+        return None
+    view = reference_view(task, domain)
     return {
         "task_id": task.id,
         "domain": task.domain,
