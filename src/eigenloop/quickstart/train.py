@@ -8,8 +8,7 @@ inference after every step.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.data import read_tasks
 from eigenloop.quickstart.config import QuickstartConfig, SFTSection
 from eigenloop.rollout.episode import EpisodeConfig
-from eigenloop.rollout.manager import Group, RolloutConfig, RolloutManager
+from eigenloop.rollout.manager import RolloutConfig, RolloutManager
 from eigenloop.rollout.policy import RemotePolicy
 from eigenloop.rollout.services import RemoteEnvironments, RemoteUsers
 from eigenloop.training.config import (
@@ -32,6 +31,7 @@ from eigenloop.training.config import (
 )
 from eigenloop.training.config import RolloutConfig as TrainRollouts
 from eigenloop.training.grpo import run_grpo
+from eigenloop.training.rollouts import ManagerSource, task_cycle
 from eigenloop.training.sft import run_sft
 from eigenloop.training.sync import InferenceSync
 from eigenloop.training.user_sft import run_user_sft
@@ -122,39 +122,6 @@ def rollout_manager(
     )
 
 
-class ManagerSource:
-    """GRPO's rollout source over the rollout manager: tasks cycled in a seeded order, groups as they complete.
-
-    The manager runs at most one step's groups ahead of the trainer (bounded staleness of one version).
-    """
-
-    def __init__(self, manager: RolloutManager, tasks: list[pb.Task]) -> None:
-        self.manager = manager
-        self.delivered = 0
-        self._groups: Iterator[Group] = manager.rollout(itertools.cycle(tasks))
-
-    def groups(self, count: int, policy_version: int) -> list[list[pb.Trajectory]]:
-        self.manager.set_policy_version(policy_version)
-        out = [next(self._groups).trajectories for _ in range(count)]
-        self.delivered += count
-        return out
-
-    def cursor(self) -> dict[str, Any]:
-        return {"delivered": self.delivered}
-
-    def close(self) -> None:
-        self._groups.close()  # type: ignore[attr-defined]
-        self.manager.close()
-
-
-def shuffled(tasks: list[pb.Task], seed: int) -> list[pb.Task]:
-    import random
-
-    out = list(tasks)
-    random.Random(seed).shuffle(out)
-    return out
-
-
 def train_grpo(
     config: QuickstartConfig, addresses: dict[str, str], *, sft_model: Path, tasks: Path, out: Path, on_step: OnStep
 ) -> dict[str, Any]:
@@ -179,7 +146,7 @@ def train_grpo(
     manager = rollout_manager(
         addresses, tokenizer, group_size=g.group_size, temperature=1.0, config=config, ahead=g.tasks_per_step
     )
-    source = ManagerSource(manager, shuffled(read_tasks(tasks), config.seed))
+    source = ManagerSource(manager, task_cycle(read_tasks(tasks), config.seed), closer=manager)
     result = run_grpo(grpo, source=source, sync=InferenceSync(grpo.sync), on_step=on_step)
     stats = manager.stats
     return {
