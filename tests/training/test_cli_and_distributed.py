@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,14 +48,22 @@ def _torchrun_matches_single_process(tmp_path: Path, stage: str, raw: dict[str, 
     result = runner.invoke(app, ["train", stage, "--config", str(single)])
     assert result.exit_code == 0, result.output
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
-    done = subprocess.run(
+    # Its own process group, so a timeout kills the workers too (killing torchrun alone left them orphaned).
+    launcher = subprocess.Popen(
         [*torchrun, "eigenloop.cli", "train", stage, "--config", str(double)],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
+        start_new_session=True,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    try:
+        _, stderr = launcher.communicate(timeout=300)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert launcher.returncode == 0, stderr[-3000:]
     a = load_file(str(tmp_path / "single" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "double" / "model" / "model.safetensors"))
     for name in a:
