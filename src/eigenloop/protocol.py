@@ -45,7 +45,7 @@ def arguments_of(call: pb.ToolCall) -> dict[str, Any]:
     """The call's arguments as a dict; {} when they are not a JSON object (such calls fail validation anyway)."""
     try:
         value = json.loads(call.arguments_json or "{}")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the interpreter's stack ("[[[[...")
         return {}
     return value if isinstance(value, dict) else {}
 

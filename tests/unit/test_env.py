@@ -14,7 +14,7 @@ from eigenloop.domains import UnknownDomainError, available_domains, load_domain
 from eigenloop.domains.base import Domain, DomainState, Side, ToolError, ToolKind, collect_tools, merge_patch, tool
 from eigenloop.domains.toy.tasks import sample_tasks
 from eigenloop.env.session import EnvSession, InitialStateError, build_initial_state
-from eigenloop.protocol import text_message, tool_call
+from eigenloop.protocol import arguments_of, text_message, tool_call
 
 TOY = load_domain("toy")
 
@@ -249,3 +249,11 @@ def test_diff_is_readable_and_bounded() -> None:
     assert lines == ["a.x: 1 (expected 2)", "a.y[1]: 2 (expected 3)", "gone: unexpected 1", "new: missing (expected 2)"]
     many = diff_states({str(i): i for i in range(100)}, {str(i): -i for i in range(1, 101)})
     assert len(many) == 20
+
+
+@pytest.mark.parametrize("arguments", ["[" * 5000, "{" * 5000, "not json", "[1, 2]", ""])
+def test_arguments_that_are_not_an_object_read_as_empty(arguments: str) -> None:
+    # Regression (found by fuzzing a Session): brackets nested past the interpreter's stack raised RecursionError
+    # while the checker read the calls of the conversation, and the stream ended UNKNOWN.
+    call = pb.ToolCall(name="get_user", arguments_json=arguments)
+    assert arguments_of(call) == {}
