@@ -257,3 +257,8 @@ def test_arguments_that_are_not_an_object_read_as_empty(arguments: str) -> None:
     # while the checker read the calls of the conversation, and the stream ended UNKNOWN.
     call = pb.ToolCall(name="get_user", arguments_json=arguments)
     assert arguments_of(call) == {}
+
+
+def test_a_patch_nested_past_the_stack_is_an_initial_state_error() -> None:
+    with pytest.raises(InitialStateError, match="not JSON"):
+        build_initial_state(load_domain("toy"), pb.InitialState(data_patch_json="[" * 5000))

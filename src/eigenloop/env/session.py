@@ -106,7 +106,7 @@ def build_initial_state(domain: Domain, initial: pb.InitialState, seed: int = 0)
     if initial.data_patch_json:
         try:
             patch = json.loads(initial.data_patch_json)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InitialStateError(f"initial state patch is not JSON: {exc}") from None
         if not isinstance(patch, dict):
             raise InitialStateError("initial state patch must be a JSON object with 'db' and/or 'user'")
