@@ -1,10 +1,15 @@
-"""Dataset files: JSONL, one contract message per line, written atomically; loadable with `datasets` too."""
+"""Dataset files: JSONL, one contract message per line, written atomically; loadable with `datasets` too.
+
+Also the atomic writers every other file goes through (JSON documents, whole folders such as checkpoints and
+saved models): a reader, or a process started after a crash, sees the old version or the new one, never a mix.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -49,6 +54,61 @@ def atomic_text_file(path: Path) -> Iterator[TextIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_directory(path: Path) -> Iterator[Path]:
+    """Fill a whole folder or nothing: yields a temporary folder beside `path`; when the block ends, every file in
+    it is fsynced and it is renamed into place (an existing `path` is moved aside first, then deleted).
+
+    Leftovers of writers killed mid-write (hidden `.<name>.*` siblings) are removed first: one writer per path.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_partial_writes(path.parent, f".{path.name}.")
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_partial_writes(folder: Path, prefix: str) -> None:
+    """Delete what killed atomic writers left in `folder`: hidden entries starting with `prefix`."""
+    if not folder.is_dir():
+        return
+    for leftover in folder.glob(f"{prefix}*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        _fsync_dir(folder)
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_jsonl(path: Path, messages: Iterable[Message]) -> int:

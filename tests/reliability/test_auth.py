@@ -6,7 +6,10 @@ the right one; over mTLS: no client certificate, a certificate from another CA, 
 that does not trust the server's CA, the right certificate. Health answers without a token: kubelet's gRPC probe
 carries none, and it reveals only SERVING / NOT_SERVING. Over mTLS nothing answers a client without a valid
 certificate, health included: the TLS handshake fails before any RPC exists, so the client sees UNAVAILABLE (no
-status can travel over a connection that was never made); UNAUTHENTICATED is the token's refusal.
+status can travel over a connection that was never made). grpcio's Python server cannot ask for a certificate
+without requiring it (`require_client_auth=False` does not request one at all; checked), so there is no way to let
+the handshake through and refuse per RPC. UNAUTHENTICATED is the token's refusal, also on top of mTLS: a client
+with a valid certificate and no token is refused on every RPC and on reflection.
 """
 
 from __future__ import annotations
@@ -173,6 +176,26 @@ def test_mtls_serves_a_client_with_a_certificate_from_the_ca(
         seen = outcome(GUARDED.get(rpc, health), channel)
     trials.record("auth", f"{rpc} over mTLS with a certificate from the CA", seen)
     assert seen == "OK"
+
+
+@pytest.fixture(scope="module")
+def with_mtls_and_token(pki: dict[str, Path]) -> Iterator[ServiceRuntime]:
+    files = {"tls_cert": pki["server_cert"], "tls_key": pki["server_key"], "tls_client_ca": pki["ca"]}
+    with toolenv_runtime(auth_token=TOKEN, **files) as runtime:
+        yield runtime
+
+
+@pytest.mark.parametrize("token", [None, "wrong", TOKEN])
+@pytest.mark.parametrize("rpc", list(GUARDED))
+def test_mtls_and_token_together_need_both(
+    with_mtls_and_token: ServiceRuntime, pki: dict[str, Path], rpc: str, token: str | None, trials: Trials
+) -> None:
+    tls = ClientTLS.from_files(pki["ca"], pki["client_cert"], pki["client_key"])
+    with connect(f"127.0.0.1:{with_mtls_and_token.port}", TOOLENV_POLICY, tls=tls, auth_token=token) as channel:
+        seen = outcome(GUARDED[rpc], channel)
+    shown = {None: "no token", "wrong": "a wrong token", TOKEN: "the token"}[token]
+    trials.record("auth", f"{rpc} over mTLS + token with a valid certificate and {shown}", seen)
+    assert seen == ("OK" if token == TOKEN else "UNAUTHENTICATED")
 
 
 def test_client_tls_needs_certificate_and_key_together(pki: dict[str, Path]) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from eigenloop.data import atomic_directory
+
 
 @dataclass(frozen=True)
 class ModelPreset:
@@ -62,8 +64,9 @@ def build_model(
 
 
 def save_model(out_dir: Path, tokenizer: Any, model: Any) -> Path:
-    """Tokenizer + config + safetensors weights in the transformers layout (loadable with from_pretrained)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out_dir)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    """Tokenizer + config + safetensors weights in the transformers layout (loadable with from_pretrained), written
+    as a whole folder or not at all (a reader never loads half a model)."""
+    with atomic_directory(out_dir) as tmp:
+        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
     return out_dir

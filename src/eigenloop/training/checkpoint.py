@@ -1,22 +1,22 @@
 """Checkpoints: model (safetensors, loadable as a transformers model), optimizer, scheduler, RNG and data cursor.
 
-A checkpoint is a folder `step-000042` that appears whole or not at all: everything is written into a temporary
-folder next to it, each file fsynced, then the folder is renamed into place and the parent fsynced. Only the last
-`keep_last` are kept. A folder without `trainer_state.json` (a crash mid-write of the temp folder) is never one.
+A checkpoint is a folder `step-000042` that appears whole or not at all (eigenloop.data.atomic_directory: written
+into a hidden temporary folder, fsynced, renamed into place). Only the last `keep_last` are kept. A folder without
+`trainer_state.json` is never one, and the hidden leftovers of a save killed mid-write are removed by the next save.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from eigenloop.data import atomic_directory, remove_partial_writes
 
 STATE_FILE = "trainer_state.json"
 _PREFIX = "step-"
@@ -39,22 +39,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            with path.open("rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def step_dir(root: Path, step: int) -> Path:
     return root / f"{_PREFIX}{step:06d}"
 
@@ -70,36 +54,23 @@ def save(
     keep_last: int,
 ) -> Path:
     """Write checkpoint `state.step` atomically under `root`, then delete all but the newest `keep_last`."""
-    root.mkdir(parents=True, exist_ok=True)
-    final = step_dir(root, state.step)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
-    try:
+    # Temp folders of saves killed mid-write, whatever their step: this process is the run's only writer.
+    remove_partial_writes(root, f".{_PREFIX}")
+    with atomic_directory(step_dir(root, state.step)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
         torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / STATE_FILE).write_text(
-            json.dumps(
-                {
-                    "step": state.step,
-                    "policy_version": state.policy_version,
-                    "cursor": state.cursor,
-                    "metrics": state.metrics,
-                },
-                indent=1,
-            )
-        )
-        _fsync_tree(tmp)
-        if final.exists():  # re-saving a step (a resumed run reaching it again): replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        state_json = {
+            "step": state.step,
+            "policy_version": state.policy_version,
+            "cursor": state.cursor,
+            "metrics": state.metrics,
+        }
+        (tmp / STATE_FILE).write_text(json.dumps(state_json, indent=1))
     for old in checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
-    return final
+    return step_dir(root, state.step)
 
 
 def checkpoints(root: Path) -> list[Path]:

@@ -17,6 +17,8 @@ from typing import IO
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from eigenloop.data import atomic_text_file
+
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -42,13 +44,21 @@ def _gauge(key: str) -> Gauge:
 
 
 class Metrics:
-    """Where a run's step metrics go. `port` serves /metrics (standalone CLI runs; the service has its own)."""
+    """Where a run's step metrics go. `port` serves /metrics (standalone CLI runs; the service has its own).
 
-    def __init__(self, path: Path | None, run_id: str, *, port: int | None = None) -> None:
+    A fresh run starts the file over. A run resumed from the checkpoint of step `resumed_at` keeps the lines up to
+    that step only: the steps after it are trained again, and a process killed mid-line left a torn last line.
+    """
+
+    def __init__(
+        self, path: Path | None, run_id: str, *, port: int | None = None, resumed_at: int | None = None
+    ) -> None:
         self.run_id = run_id
         self._file: IO[str] | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            kept = _lines_up_to(path, resumed_at) if resumed_at is not None else []
+            with atomic_text_file(path) as out:
+                out.writelines(kept)
             self._file = path.open("a")
         if port is not None:
             start_http_server(port)
@@ -82,6 +92,20 @@ class Metrics:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _lines_up_to(path: Path, step: int) -> list[str]:
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the torn last line of a killed writer
+        if line.endswith("\n") and record.get("step", step + 1) <= step:
+            kept.append(line)
+    return kept
 
 
 def _jsonable(value: float) -> float | str:

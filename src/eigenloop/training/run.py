@@ -154,6 +154,7 @@ class TrainingRun:
             config.run_dir / "metrics.jsonl" if self.ctx.is_main else None,
             run_id,
             port=config.metrics.prometheus_port if self.ctx.is_main else None,
+            resumed_at=self.state.step if self.resumed_from is not None else None,
         )
         self.last_checkpoint: Path | None = self.resumed_from
 
