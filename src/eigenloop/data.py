@@ -64,7 +64,7 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     Leftovers of writers killed mid-write (hidden `.<name>.*` siblings) are removed first: one writer per path.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_partial_writes(path.parent, f".{path.name}.")
+    remove_partial_writes(path.parent, f".{path.name}.*")
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         yield tmp
@@ -82,11 +82,12 @@ def atomic_directory(path: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_partial_writes(folder: Path, prefix: str) -> None:
-    """Delete what killed atomic writers left in `folder`: hidden entries starting with `prefix`."""
+def remove_partial_writes(folder: Path, pattern: str) -> None:
+    """Delete what killed atomic writers left in `folder`: the hidden temporary entries matching `pattern` (one of
+    `.<name>.*` for a folder, `.<name>.*.tmp` for a file). Only for a folder whose writer is this process."""
     if not folder.is_dir():
         return
-    for leftover in folder.glob(f"{prefix}*"):
+    for leftover in folder.glob(pattern):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         else:

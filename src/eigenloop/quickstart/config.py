@@ -8,6 +8,7 @@ Qwen2 from scratch, digits split, SFT at lr 2e-3, GRPO at about a tenth of that.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,6 +63,12 @@ class QuickstartConfig(_Section):
     seed: int = Field(default=0, ge=0, lt=2**31)
     fast: bool = False
     threads: int = Field(default=2, ge=1, description="torch threads of the trainer process")
+    policy_in_prompt: bool = Field(
+        default=False,
+        description="give the agent the domain policy and tool list as a system turn. Off by default: a ~1M model "
+        "trained from scratch in minutes learns its tools and the policy from the dialogues, and the prompt, the "
+        "same in every dialogue, was ~130 of ~350 tokens of each (measured on the toy domain)",
+    )
     synth: SynthSection = SynthSection()
     model: ModelSection = ModelSection()
     sft: SFTSection = SFTSection()
@@ -84,6 +91,13 @@ class QuickstartConfig(_Section):
             grpo=GRPOSection(steps=2, tasks_per_step=2, group_size=4),
             eval=EvalSection(samples=4, max_turns=4),
         )
+
+
+def agent_prompt(config: QuickstartConfig) -> dict[str, Any]:
+    """The agent's prompt options, the same in SFT data, GRPO rollouts and evaluation (training.data.agent_context)."""
+    if config.policy_in_prompt:
+        return {"system_prompt": None, "tools_in_prompt": True}
+    return {"system_prompt": "", "tools_in_prompt": False}
 
 
 def write_config(config: QuickstartConfig, path: Path) -> None:

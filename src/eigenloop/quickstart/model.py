@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from transformers.utils import logging as transformers_logging
+
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.models import CHAT_TEMPLATE, build_model, save_model, train_tokenizer
 from eigenloop.quickstart.config import ModelSection
@@ -25,17 +27,21 @@ if _JSON_LISTING not in CHAT_TEMPLATE:  # pragma: no cover - guards against the 
 COMPACT_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(_JSON_LISTING, _COMPACT_LISTING)
 
 
-def dialogue_texts(tasks: list[pb.Task]) -> list[str]:
+def dialogue_texts(tasks: list[pb.Task], prompt: dict[str, Any]) -> list[str]:
     """Every task's dialogue as the agent and as the simulated user see it, rendered by the compact template."""
     bootstrap = train_tokenizer([], vocab_size=259)  # bytes only: enough to render and decode
     bootstrap.chat_template = COMPACT_CHAT_TEMPLATE
-    examples = agent_examples(bootstrap, tasks) + user_examples(bootstrap, tasks)
+    examples = agent_examples(bootstrap, tasks, **prompt) + user_examples(bootstrap, tasks)
     return [str(bootstrap.decode(e.token_ids)) for e in examples]
 
 
-def build_models(tasks: list[pb.Task], spec: ModelSection, out: Path, seed: int) -> dict[str, Any]:
-    """`out/agent` and `out/user`: the same tokenizer, two freshly initialised models. Returns a summary."""
-    tokenizer = train_tokenizer(dialogue_texts(tasks), spec.vocab_size)
+def build_models(
+    tasks: list[pb.Task], spec: ModelSection, out: Path, seed: int, prompt: dict[str, Any]
+) -> dict[str, Any]:
+    """`out/agent` and `out/user`: the same tokenizer, two freshly initialised models. `prompt`: the agent's prompt
+    options (config.agent_prompt). Returns a summary."""
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the stage has its own line
+    tokenizer = train_tokenizer(dialogue_texts(tasks, prompt), spec.vocab_size)
     tokenizer.chat_template = COMPACT_CHAT_TEMPLATE
     sizes = {}
     for offset, name in enumerate(("agent", "user")):
@@ -44,7 +50,7 @@ def build_models(tasks: list[pb.Task], spec: ModelSection, out: Path, seed: int)
         )
         save_model(out / name, tokenizer, model)
         sizes[name] = sum(p.numel() for p in model.parameters())
-    lengths = [len(e.token_ids) for e in agent_examples(tokenizer, tasks)]
+    lengths = [len(e.token_ids) for e in agent_examples(tokenizer, tasks, **prompt)]
     return {
         "vocab_size": len(tokenizer),
         "parameters": sizes["agent"],

@@ -15,7 +15,7 @@ from typing import Any
 
 from eigenloop.data import read_tasks, write_json_atomic
 from eigenloop.quickstart import services
-from eigenloop.quickstart.config import QuickstartConfig
+from eigenloop.quickstart.config import QuickstartConfig, agent_prompt
 from eigenloop.quickstart.stages import Stage, Summary
 
 STAGE_NAMES = ("synth", "model", "sft", "user_sft", "grpo", "eval", "report")
@@ -78,7 +78,7 @@ def build_stages(config: QuickstartConfig, out: Path, progress: Progress) -> lis
         from eigenloop.quickstart.model import build_models
 
         _fresh(folder)
-        return build_models(read_tasks(paths.train_tasks), config.model, folder, config.seed)
+        return build_models(read_tasks(paths.train_tasks), config.model, folder, config.seed, agent_prompt(config))
 
     def sft(folder: Path, *, user: bool) -> Summary:
         from eigenloop.quickstart.train import train_sft

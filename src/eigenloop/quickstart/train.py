@@ -14,7 +14,7 @@ from typing import Any
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.data import read_tasks
-from eigenloop.quickstart.config import QuickstartConfig, SFTSection
+from eigenloop.quickstart.config import QuickstartConfig, SFTSection, agent_prompt
 from eigenloop.rollout.episode import EpisodeConfig
 from eigenloop.rollout.manager import RolloutConfig, RolloutManager
 from eigenloop.rollout.policy import RemotePolicy
@@ -55,7 +55,7 @@ def sft_config(
         packing=False,
         threads=config.threads,
         model=ModelConfig(path=str(model)),
-        data=DataConfig(tasks=[tasks], eval_tasks=[heldout], max_length=MAX_LENGTH),
+        data=DataConfig(tasks=[tasks], eval_tasks=[heldout], max_length=MAX_LENGTH, **agent_prompt(config)),
         optim=OptimConfig(lr=section.lr),
         eval_every=max(section.steps // 4, 1),
     )
@@ -76,7 +76,11 @@ def train_sft(config: QuickstartConfig, *, user: bool, on_step: OnStep, **paths:
 
 def episode_config(config: QuickstartConfig, temperature: float) -> EpisodeConfig:
     return EpisodeConfig(
-        max_turns=config.eval.max_turns, max_tokens=MAX_LENGTH, max_new_tokens=96, temperature=temperature
+        max_turns=config.eval.max_turns,
+        max_tokens=MAX_LENGTH,
+        max_new_tokens=96,
+        temperature=temperature,
+        **agent_prompt(config),
     )
 
 
@@ -132,7 +136,7 @@ def train_grpo(
         steps=g.steps,
         threads=config.threads,
         model=ModelConfig(path=str(sft_model)),
-        data=DataConfig(tasks=[tasks], eval_fraction=0.0, max_length=MAX_LENGTH),
+        data=DataConfig(tasks=[tasks], eval_fraction=0.0, max_length=MAX_LENGTH, **agent_prompt(config)),
         optim=OptimConfig(lr=g.lr, warmup_fraction=0.0, min_lr_fraction=1.0),
         filter=FilterConfig(zero_variance=g.zero_variance_filter),
         loss=LossConfig(sft_weight=g.sft_weight),

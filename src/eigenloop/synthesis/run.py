@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import validator_pb2 as vpb
-from eigenloop.data import read_jsonl, read_tasks, to_record, write_json_atomic, write_jsonl
+from eigenloop.data import read_jsonl, read_tasks, remove_partial_writes, to_record, write_json_atomic, write_jsonl
 from eigenloop.synthesis.diversity import Fingerprint, NearDuplicateIndex
 from eigenloop.synthesis.pipeline import Generation
 from eigenloop.synthesis.prompts import check_prompt_set
@@ -197,6 +197,9 @@ def _start(
             raise RunFolderError(f"{out} holds a run with another configuration ({recorded}); resume needs the same")
     elif resume and done:
         raise RunFolderError(f"{out} has rounds but no config.json; it was not written by `eigenloop synth`")
+    if resume:  # the temp files of writes the interrupted run never finished
+        for folder in [out, *(p for p in out.rglob("*") if p.is_dir())]:
+            remove_partial_writes(folder, ".*.tmp")
     write_json_atomic(config_path, wanted)
     summaries = [RoundSummary(**json.loads((round_dir(out, r) / "summary.json").read_text())) for r in done]
     if not done:

@@ -55,7 +55,7 @@ def save(
 ) -> Path:
     """Write checkpoint `state.step` atomically under `root`, then delete all but the newest `keep_last`."""
     # Temp folders of saves killed mid-write, whatever their step: this process is the run's only writer.
-    remove_partial_writes(root, f".{_PREFIX}")
+    remove_partial_writes(root, f".{_PREFIX}*")
     with atomic_directory(step_dir(root, state.step)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -1,12 +1,14 @@
-"""The trainer SIGKILLed mid-step and mid-checkpoint write (`eigenloop train sft` as a real process), then resumed.
+"""Long-running jobs SIGKILLed mid-way (real `eigenloop` processes), then resumed: the trainer and synthesis.
 
-Expected: every checkpoint left behind loads whole (weights, optimizer, trainer state); `--resume` continues from
-the last complete one and ends on exactly the weights of a run that was never killed; metrics.jsonl holds every
-step once, each line whole.
+Expected: everything left behind reads back whole (checkpoints load: weights, optimizer, trainer state; every
+JSONL line parses); `--resume` continues from the last complete checkpoint or round and ends on exactly what a
+run that was never killed produces (bit-identical weights; byte-identical synthesis files); metrics.jsonl holds
+every step once.
 
-Tried: a kill between two checkpoints (the step after the last save is lost and trained again); kills timed to
-land while a checkpoint folder is being written (a watcher kills the process as soon as the hidden temporary
-folder appears), again and again until the run finishes.
+Tried: the trainer killed between two checkpoints (the steps after the last save are lost and trained again);
+the trainer killed while a checkpoint folder is being written (a watcher kills it as soon as the hidden
+temporary folder appears), again and again until the run finishes; synthesis killed in the middle of its second
+and of its third round.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
+from eigenloop.contracts.v1 import common_pb2 as pb  # noqa: E402
+from eigenloop.data import read_jsonl, read_tasks  # noqa: E402
+from eigenloop.synthesis.run import complete_rounds  # noqa: E402
 from eigenloop.training import checkpoint  # noqa: E402
 from tests.reliability.conftest import Trials  # noqa: E402
 from tests.training.helpers import sft_config, write_config  # noqa: E402
@@ -42,11 +47,13 @@ def _config(tmp: Path, every: int) -> Path:
     return write_config(tmp / "sft.yaml", raw)
 
 
+def _eigenloop(*args: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "eigenloop.cli", *args]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 def _train(config: Path, *, resume: bool) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "eigenloop.cli", "train", "sft", "--config", str(config)]
-    return subprocess.Popen(
-        command + (["--resume"] if resume else []), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    return _eigenloop("train", "sft", "--config", str(config), *(["--resume"] if resume else []))
 
 
 def _finish(proc: subprocess.Popen[bytes]) -> None:
@@ -158,4 +165,38 @@ def test_trainer_killed_mid_checkpoint_write(tmp_path: Path, uninterrupted: dict
         f"SIGKILL the trainer while it writes a checkpoint ({kills} kills, {mid_write} inside the write), "
         "--resume after each",
         "every checkpoint left behind loads whole; final weights bit-identical to an uninterrupted run",
+    )
+
+
+SYNTH = ["synth", "--domain", "toy", "--rounds", "3", "--per-round", "40", "--minibatch", "4", "--seed", "5"]
+
+
+def _synth(out: Path, *, resume: bool) -> subprocess.Popen[bytes]:
+    return _eigenloop(*SYNTH, "--embedded", "--out", str(out), *(["--resume"] if resume else []))
+
+
+def _synth_files(out: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "timings.json"
+    }
+
+
+def test_synthesis_killed_mid_round_resumes_to_the_same_output(tmp_path: Path, trials: Trials) -> None:
+    _finish(_synth(tmp_path / "straight", resume=False))
+    out = tmp_path / "killed"
+    for finished_rounds in ([1], [1, 2]):
+        proc = _synth(out, resume=out.exists())
+        reached = functools.partial(lambda wanted: complete_rounds(out) == wanted, finished_rounds)
+        assert _kill_when(proc, reached), "finished before the kill"
+        assert complete_rounds(out) == finished_rounds
+        for path in out.rglob("*.jsonl"):  # whatever is there reads back whole
+            read_tasks(path) if path.name != "rejected.jsonl" else read_jsonl(path, pb.ValidationReport)
+    _finish(_synth(out, resume=True))
+    assert _synth_files(out) == _synth_files(tmp_path / "straight")
+    trials.record(
+        "faults",
+        "SIGKILL synthesis in its second round, resume, SIGKILL it in its third, resume",
+        "resumed from the last complete round each time; every file byte-identical to an uninterrupted run",
     )
