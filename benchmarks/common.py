@@ -12,8 +12,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
-    """Write benchmarks/results/<name>.json (with the machine it ran on) and print it."""
-    result = {"benchmark": name, **result, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    """Write benchmarks/results/<name>.json (with the machine it ran on, and its load average at the end: other work
+    on the machine slows every timing) and print it."""
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_1_5_15": os.getloadavg()}
+    result = {"benchmark": name, **result, "machine": machine}
     path = RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

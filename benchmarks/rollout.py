@@ -114,7 +114,6 @@ def main() -> int:
     torch.set_num_threads(1)  # two processes (this one and inference) share 2 cores: one thread each
     result: dict[str, Any] = {
         "episode": EPISODE.model_dump(),
-        "note": "shared 2-core machine: other work ran alongside",
     }
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:

@@ -19,7 +19,7 @@ from eigenloop.training.metrics import read_metrics
 from eigenloop.training.run import NonFiniteLossError, target_weights, token_logprobs
 from eigenloop.training.sft import run_sft
 from eigenloop.training.user_sft import run_user_sft
-from eigenloop.usersim.policies import ConversationView, LLMUser
+from eigenloop.usersim.policies import ConversationView, LLMUser, chat_messages
 from tests.training.helpers import sft_config, write_tasks
 
 
@@ -120,11 +120,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monke
     assert checkpoint.latest(config.run_dir / "checkpoints") == config.run_dir / "checkpoints" / "step-000002"
 
 
-def test_user_sft_model_plays_the_user(tmp_path: Path) -> None:
+@pytest.mark.parametrize("prompt", ["full", "compact"])
+def test_user_sft_model_plays_the_user(tmp_path: Path, prompt: str) -> None:
     raw = sft_config(tmp_path, steps=2)
-    raw["data"]["max_length"] = 1024  # the user's system prompt (its scenario and rules) is long
+    raw["data"]["max_length"] = 1024  # the user's full system prompt (its scenario and rules) is long
+    raw["data"]["user_prompt"] = prompt
     result = run_user_sft(parse_config(SFTConfig, raw))
     task = read_tasks(tmp_path / "tasks.jsonl")[0]
-    user = LLMUser(TransformersBackend(result.model_dir), max_tokens=8)
-    turn = user.next_turn(ConversationView(task=task, domain=None, history=(), event="open", turn=0, max_turns=4))
-    assert isinstance(turn.content, str)
+    user = LLMUser(TransformersBackend(result.model_dir), max_tokens=8, prompt=prompt)  # type: ignore[arg-type]
+    view = ConversationView(task=task, domain=None, history=(), event="open", turn=0, max_turns=4)
+    assert isinstance(user.next_turn(view).content, str)
+    # The served user renders the system prompt it was trained on.
+    tok = train_tokenizer([], vocab_size=259)
+    trained_on = tok.decode(user_examples(tok, [task], prompt=prompt)[0].token_ids)  # type: ignore[arg-type]
+    assert chat_messages(view, prompt)[0].content in trained_on  # type: ignore[arg-type]

@@ -698,6 +698,15 @@ def test_system_prompt_carries_the_scenario_rules_and_user_tools() -> None:
     assert "Your tools" not in retail
 
 
+def test_compact_system_prompt_is_the_scenario_only() -> None:
+    task = _task("telecom", "telecom-no_service-1")
+    full, compact = (system_prompt(task, load_domain("telecom"), style) for style in ("full", "compact"))
+    for part in (task.user.instruction, task.user.known_info, task.user.unknown_info):
+        assert part in compact
+    assert STOP_TOKEN not in compact and "Rules" not in compact
+    assert len(compact) < len(full) / 3
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # LatencyUser and the factory
 # ---------------------------------------------------------------------------------------------------------------

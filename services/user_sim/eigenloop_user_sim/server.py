@@ -20,7 +20,15 @@ from eigenloop.contracts.v1 import user_sim_pb2_grpc
 from eigenloop.domains import UnknownDomainError, load_domain
 from eigenloop.llm.factory import BackendConfig, make_backend
 from eigenloop.rpc.server import Registration, abort, episode_request_kind, run_service
-from eigenloop.usersim import Conversation, ConversationError, LatencyUser, UserPolicy, UserSimError, make_policy
+from eigenloop.usersim import (
+    Conversation,
+    ConversationError,
+    LatencyUser,
+    UserPolicy,
+    UserPrompt,
+    UserSimError,
+    make_policy,
+)
 
 ACTIVE = Gauge("eigenloop_user_sim_conversations_active", "Open Converse streams.")
 CONVERSATIONS = Counter("eigenloop_user_sim_conversations_total", "Conversations opened.", ["domain"])
@@ -39,6 +47,9 @@ class UserSimConfig(ServiceConfig):
 
     policy: Literal["procedural", "llm"] = Field("procedural", description="who plays the user")
     llm: BackendConfig | None = Field(None, description="the chat backend when policy is 'llm'")
+    llm_prompt: UserPrompt = Field(
+        "full", description="the llm user's system prompt: 'full' (every rule in prose) or 'compact' (the scenario)"
+    )
     turn_latency_s: float = Field(0.0, ge=0, description="added to every turn, to emulate a remote LLM")
     max_turns: int = Field(30, ge=1, description="default turn limit when the caller sets none")
     max_turns_limit: int = Field(
@@ -53,7 +64,7 @@ def build_policy(config: UserSimConfig) -> UserPolicy:
     if config.policy == "llm":
         if config.llm is None:
             raise ValueError("policy 'llm' needs an llm backend config (llm.kind, llm.model, ...)")
-        policy = make_policy("llm", backend=make_backend(config.llm))
+        policy = make_policy("llm", backend=make_backend(config.llm), prompt=config.llm_prompt)
     else:
         policy = make_policy("procedural")
     return LatencyUser(policy, config.turn_latency_s) if config.turn_latency_s else policy

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from eigenloop.usersim.policies import UserPrompt
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -91,6 +93,10 @@ class QuickstartConfig(_Section):
             grpo=GRPOSection(steps=2, tasks_per_step=2, group_size=4),
             eval=EvalSection(samples=4, max_turns=4),
         )
+
+
+# The user model is as small as the agent: it gets its scenario only (usersim.policies.UserPrompt).
+USER_PROMPT: UserPrompt = "compact"
 
 
 def agent_prompt(config: QuickstartConfig) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.data import read_tasks
-from eigenloop.quickstart.config import QuickstartConfig, SFTSection, agent_prompt
+from eigenloop.quickstart.config import USER_PROMPT, QuickstartConfig, SFTSection, agent_prompt
 from eigenloop.rollout.episode import EpisodeConfig
 from eigenloop.rollout.manager import RolloutConfig, RolloutManager
 from eigenloop.rollout.policy import RemotePolicy
@@ -55,7 +55,13 @@ def sft_config(
         packing=False,
         threads=config.threads,
         model=ModelConfig(path=str(model)),
-        data=DataConfig(tasks=[tasks], eval_tasks=[heldout], max_length=MAX_LENGTH, **agent_prompt(config)),
+        data=DataConfig(
+            tasks=[tasks],
+            eval_tasks=[heldout],
+            max_length=MAX_LENGTH,
+            user_prompt=USER_PROMPT,
+            **agent_prompt(config),
+        ),
         optim=OptimConfig(lr=section.lr),
         eval_every=max(section.steps // 4, 1),
     )
@@ -89,6 +95,7 @@ def user_sim_settings(config: QuickstartConfig, user_model: Path, kind: str = "f
         return {"EIGENLOOP_USER_SIM_POLICY": "procedural"}
     return {
         "EIGENLOOP_USER_SIM_POLICY": "llm",
+        "EIGENLOOP_USER_SIM_LLM_PROMPT": USER_PROMPT,
         "EIGENLOOP_USER_SIM_LLM": f'{{"kind": "transformers", "model": "{user_model}"}}',
     }
 

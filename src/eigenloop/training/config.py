@@ -12,6 +12,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from eigenloop.usersim.policies import UserPrompt
+
 Stage = Literal["sft", "user-sft", "grpo"]
 
 
@@ -54,6 +56,8 @@ class DataConfig(Section):
     # The agent's prompt, as rollouts build it (rollout.episode.EpisodeConfig): SFT must see the same tokens.
     system_prompt: str | None = Field(default=None, description="the agent's system prompt; unset: the domain's policy")
     tools_in_prompt: bool = Field(default=True, description="list the domain's tool schemas in the system turn")
+    # The user model's prompt, as the user_sim that will serve it writes it (its llm_prompt setting).
+    user_prompt: UserPrompt = Field(default="full", description="user-model SFT: 'full' or 'compact' system prompt")
 
 
 class OptimConfig(Section):

@@ -24,7 +24,7 @@ from eigenloop.llm.base import ChatMessage
 from eigenloop.protocol import tool_schema
 from eigenloop.rollout.tokens import tokenize_dialogue
 from eigenloop.training.config import DataConfig
-from eigenloop.usersim.policies import chat_messages
+from eigenloop.usersim.policies import UserPrompt, chat_messages
 from eigenloop.usersim.sft import reference_view
 
 
@@ -122,16 +122,17 @@ def _as_message(message: ChatMessage) -> pb.Message:
     return pb.Message(role=_ROLES[message.role], content=message.content, tool_calls=calls)
 
 
-def user_examples(tokenizer: Any, tasks: Iterable[pb.Task]) -> list[Example]:
-    """Each reference dialogue as the LLM user sees it (`usersim.policies.chat_messages`), the user's turns as
-    targets: the chat the user_sim's local backend renders at inference, so the trained model fits it."""
+def user_examples(tokenizer: Any, tasks: Iterable[pb.Task], *, prompt: UserPrompt = "full") -> list[Example]:
+    """Each reference dialogue as the LLM user sees it (`usersim.policies.chat_messages` with the `prompt` the
+    user_sim will use), the user's turns as targets: the chat the user_sim's local backend renders at inference,
+    so the trained model fits it."""
     domains = _Domains()
     out = []
     for task in tasks:
         if not task.reference_dialogue:
             continue
         domain = domains.get(task.domain)
-        chat = chat_messages(reference_view(task, domain))
+        chat = chat_messages(reference_view(task, domain), prompt)
         system = chat[0].content if chat and chat[0].role == "system" else ""
         messages = [_as_message(m) for m in chat if m.role != "system"]
         tools = [tool_schema(t) for t in domain.user_tools] if domain is not None else []

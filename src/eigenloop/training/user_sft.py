@@ -6,6 +6,7 @@ trained on exactly the chat that backend renders, system prompt and role mapping
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from eigenloop.training.config import SFTConfig
@@ -14,4 +15,5 @@ from eigenloop.training.sft import SFTResult, run_sft
 
 
 def run_user_sft(config: SFTConfig, **kwargs: Any) -> SFTResult:
-    return run_sft(config, examples=user_examples, run_id=kwargs.pop("run_id", "user-sft"), **kwargs)
+    examples = functools.partial(user_examples, prompt=config.data.user_prompt)
+    return run_sft(config, examples=examples, run_id=kwargs.pop("run_id", "user-sft"), **kwargs)

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import user_sim_pb2 as us
@@ -136,8 +136,16 @@ _TOOL_RULES = """\
   showed. Never make up a result you did not get from a tool."""
 
 
-def system_prompt(task: pb.Task, domain: Domain | None) -> str:
+UserPrompt = Literal["full", "compact"]
+"""How the LLM user's system prompt is written: "full" (the scenario, every rule in prose, the tools) for a
+pretrained LLM; "compact" (the scenario and the tool names only) for a small model fine-tuned on user turns,
+which learns the rules from the dialogues: the rules are the same in every prompt and cost ~400 tokens."""
+
+
+def system_prompt(task: pb.Task, domain: Domain | None, style: UserPrompt = "full") -> str:
     """The LLM user's system prompt: its scenario, the stop-token rules and, in dual control, its tools."""
+    if style == "compact":
+        return _compact_prompt(task)
     user = task.user
     parts = [
         "You are playing a customer contacting customer service"
@@ -165,6 +173,16 @@ def system_prompt(task: pb.Task, domain: Domain | None) -> str:
     return "\n\n".join(parts)
 
 
+def _compact_prompt(task: pb.Task) -> str:
+    user = task.user
+    parts = [f"Instruction: {user.instruction or '(none)'}"]
+    if user.known_info:
+        parts.append(f"Known: {user.known_info}")
+    if user.unknown_info:
+        parts.append(f"Unknown: {user.unknown_info}")
+    return "\n".join(parts)  # the user's tools, if any, are listed by the chat template
+
+
 def tool_specs(domain: Domain | None) -> list[dict[str, Any]]:
     """The domain's user tools in OpenAI function-calling form ([] when there are none)."""
     if domain is None:
@@ -175,10 +193,10 @@ def tool_specs(domain: Domain | None) -> list[dict[str, Any]]:
     ]
 
 
-def chat_messages(view: ConversationView) -> list[ChatMessage]:
+def chat_messages(view: ConversationView, prompt: UserPrompt = "full") -> list[ChatMessage]:
     """The conversation from the simulated user's perspective: the agent is "user", the simulated user
     "assistant" (with its tool calls), its tool results "tool"."""
-    out = [ChatMessage("system", system_prompt(view.task, view.domain)), ChatMessage("user", AGENT_GREETING)]
+    out = [ChatMessage("system", system_prompt(view.task, view.domain, prompt)), ChatMessage("user", AGENT_GREETING)]
     for message in view.history:
         if message.role == pb.ROLE_ASSISTANT:
             out.append(ChatMessage("user", message.content))
@@ -222,9 +240,10 @@ class LLMUser:
     validity checker when it breaks the rules.
     """
 
-    def __init__(self, backend: ChatBackend, *, max_tokens: int = 512) -> None:
+    def __init__(self, backend: ChatBackend, *, max_tokens: int = 512, prompt: UserPrompt = "full") -> None:
         self.backend = backend
         self.max_tokens = max_tokens
+        self.prompt: UserPrompt = prompt
         self.name = f"llm:{backend.name}"
 
     def next_turn(self, view: ConversationView) -> us.UserTurn:
@@ -232,7 +251,7 @@ class LLMUser:
         seed = sampling.seed if sampling.HasField("seed") else view.seed
         try:
             completion = self.backend.complete(
-                chat_messages(view),
+                chat_messages(view, self.prompt),
                 tools=tool_specs(view.domain) or None,
                 temperature=sampling.temperature,
                 max_tokens=sampling.max_new_tokens or self.max_tokens,
@@ -252,8 +271,11 @@ def describe_turn(turn: us.UserTurn) -> str:
     return " ".join(parts)
 
 
-def make_policy(kind: str, *, backend: ChatBackend | None = None, latency_s: float = 0.0) -> UserPolicy:
-    """A user policy by name: "procedural", or "llm" (needs `backend`); `latency_s` > 0 wraps it in LatencyUser."""
+def make_policy(
+    kind: str, *, backend: ChatBackend | None = None, latency_s: float = 0.0, prompt: UserPrompt = "full"
+) -> UserPolicy:
+    """A user policy by name: "procedural", or "llm" (needs `backend`; `prompt`: how its system prompt is
+    written); `latency_s` > 0 wraps it in LatencyUser."""
     policy: UserPolicy
     if kind == "procedural":
         if backend is not None:
@@ -262,7 +284,7 @@ def make_policy(kind: str, *, backend: ChatBackend | None = None, latency_s: flo
     elif kind == "llm":
         if backend is None:
             raise ValueError("the llm user needs a ChatBackend: make_policy('llm', backend=...)")
-        policy = LLMUser(backend)
+        policy = LLMUser(backend, prompt=prompt)
     else:
         raise ValueError(f"unknown user policy {kind!r}; kinds: {', '.join(POLICY_KINDS)}")
     return LatencyUser(policy, latency_s) if latency_s > 0 else policy
