@@ -328,7 +328,7 @@ def test_local_greedy_is_deterministic_and_counts_tokens(local: TransformersBack
 
 def test_local_greedy_matches_hf_generate(local: TransformersBackend) -> None:
     ids = local.tokenizer(local.render_prompt(USER), add_special_tokens=False, return_tensors="pt")["input_ids"]
-    ours, hit_eos = local._generate(ids, 0.0, 10, None)
+    ours, hit_eos = local._generate(ids[0].tolist(), 0.0, 10, None)
     theirs = local.model.generate(
         ids, attention_mask=ids.new_ones(ids.shape), do_sample=False, max_new_tokens=10, pad_token_id=1
     )
@@ -389,21 +389,34 @@ def test_local_decodes_and_parses_generated_tool_calls(
     assert (c.tool_calls, c.finish_reason) == ((), "malformed_tool_call")
 
 
-def test_local_is_thread_safe(local: TransformersBackend) -> None:
-    expected = local.complete(USER, max_tokens=8)
-    calls_before = local.usage.calls
-    results: list[Any] = [None] * 4
+def test_local_is_thread_safe_and_batches_concurrent_calls(local: TransformersBackend) -> None:
+    prompts = [USER, [ChatMessage("user", "where is my parcel? it is late")], HISTORY]
+    expected = [local.complete(p, max_tokens=8) for p in prompts]  # one at a time
+    sampled = local.complete(USER, temperature=1.0, max_tokens=8, seed=5)
+    calls_before, batches_before = local.usage.calls, _batches()
+    results: list[Any] = [None] * 8
 
     def worker(i: int) -> None:
-        results[i] = local.complete(USER, max_tokens=8)
+        if i == 7:
+            results[i] = local.complete(USER, temperature=1.0, max_tokens=8, seed=5)
+        else:
+            results[i] = local.complete(prompts[i % 3], max_tokens=8)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=30)
-    assert results == [expected] * 4
-    assert local.usage.calls == calls_before + 4
+    # Prompts of different lengths decoded side by side give what each gives alone (greedy and seeded).
+    assert results == [expected[i % 3] for i in range(7)] + [sampled]
+    assert local.usage.calls == calls_before + 8
+    assert _batches() - batches_before < 8  # some calls shared a forward pass
+
+
+def _batches() -> float:
+    from eigenloop.inference.engine import BATCH_SIZE
+
+    return sum(s.value for m in BATCH_SIZE.collect() for s in m.samples if s.name.endswith("_count"))
 
 
 def test_local_rejects_bad_arguments(local: TransformersBackend, tmp_path: Path) -> None:

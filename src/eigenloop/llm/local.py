@@ -1,21 +1,20 @@
 """ChatBackend over a local causal LM (transformers), for trained checkpoints and tests without a server.
 
-The prompt is the tokenizer's own chat template (tools passed through); decoding is a plain KV-cached loop so
-sampling can use a `torch.Generator` seeded per call (greedy at temperature 0). Tool calls are read back out of the
-generated text in the Qwen/Hermes convention: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`.
+The prompt is the tokenizer's own chat template (tools passed through). Decoding is the inference engine's batched,
+KV-cached loop: greedy at temperature 0; seeded sampling reproducible per call, whatever else shares the batch.
+Tool calls are read back out of the generated text in the Qwen/Hermes convention:
+`<tool_call>{"name": ..., "arguments": {...}}</tool_call>`.
 """
 
 from __future__ import annotations
 
-import inspect
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.llm.base import (
     BackendError,
     ChatMessage,
@@ -52,27 +51,24 @@ def load_tokenizer_and_model(path: str | Path, *, device: str | None = None) -> 
     return tokenizer, model
 
 
-def _as_id_set(value: Any) -> set[int]:
-    if value is None:
-        return set()
-    if isinstance(value, int):
-        return {value}
-    return {int(v) for v in value}
-
-
 class TransformersBackend:
-    """A ChatBackend for one local model. Thread-safe: generation is serialised by a lock (one model, many threads)."""
+    """A ChatBackend for one local model. Thread-safe, and concurrent calls are decoded together: generation runs
+    on the inference engine's dynamic batcher (eigenloop.inference.engine), so a user_sim serving many
+    conversations with a small model does one batched forward per token instead of one per conversation."""
 
-    def __init__(self, path: str | Path, *, device: str | None = None) -> None:
+    def __init__(self, path: str | Path, *, device: str | None = None, max_batch_size: int = 64) -> None:
+        # Imported here: the engine itself loads checkpoints with this module's load_tokenizer_and_model.
+        from eigenloop.inference.engine import TransformersEngine
+
         self.path = str(path)
         self.name = f"transformers:{self.path}"
         self.usage = Usage()
-        self.tokenizer, self.model = load_tokenizer_and_model(path, device=device)
+        self.engine = TransformersEngine(path, device=device, max_batch_size=max_batch_size, batch_window_ms=2.0)
+        self.tokenizer, self.model = self.engine.tokenizer, self.engine.model
         if getattr(self.tokenizer, "chat_template", None) is None:
+            self.engine.close()
             raise BackendError(f"the tokenizer in {self.path} has no chat template")
-        self.eos_token_ids = _as_id_set(self.tokenizer.eos_token_id) | _as_id_set(
-            getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        )
+        self.eos_token_ids = set(self.engine.eos_token_ids)
         # Special tokens are dropped from the decoded text, except the tool-call markers (some tokenizers mark them).
         keep = {
             self.tokenizer.convert_tokens_to_ids(t)
@@ -80,14 +76,13 @@ class TransformersBackend:
             if t in self.tokenizer.get_vocab()
         }
         self._drop_ids = set(self.tokenizer.all_special_ids) - keep
-        # transformers 5.x renamed the forward's `past_key_values` to `cache` (the old name warns, then goes away).
-        params = inspect.signature(self.model.forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
-        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.engine.close()
 
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device  # type: ignore[no-any-return]
+    def device(self) -> Any:
+        return self.engine.device
 
     def render_prompt(self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None) -> str:
         """The prompt text the chat template makes of `messages` (+ tools), ending in the generation prompt."""
@@ -118,10 +113,9 @@ class TransformersBackend:
         if temperature < 0:
             raise BackendError(f"temperature must be >= 0, got {temperature}")
         prompt = self.render_prompt(messages, tools)
-        with self._lock:
-            prompt_ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            generated, hit_eos = self._generate(prompt_ids.to(self.device), temperature, max_tokens, seed)
-        prompt_tokens = int(prompt_ids.shape[1])
+        prompt_ids = list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        generated, hit_eos = self._generate(prompt_ids, temperature, max_tokens, seed)
+        prompt_tokens = len(prompt_ids)
         content_ids = [t for t in generated if t not in self._drop_ids and t not in self.eos_token_ids]
         raw = self.tokenizer.decode(content_ids, skip_special_tokens=False)
         parsed = parse_tool_calls(str(raw))
@@ -142,36 +136,20 @@ class TransformersBackend:
         self.usage.add(completion)
         return completion
 
-    @torch.inference_mode()
     def _generate(
-        self, input_ids: torch.Tensor, temperature: float, max_tokens: int, seed: int | None
+        self, prompt_ids: list[int], temperature: float, max_tokens: int, seed: int | None
     ) -> tuple[list[int], bool]:
-        """Token ids generated after `input_ids` (EOS included when hit), and whether EOS was hit."""
-        generator: torch.Generator | None = None
-        if temperature > 0:
-            generator = torch.Generator(device=input_ids.device)
-            if seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(seed)
+        """Token ids generated after `prompt_ids` (EOS included when hit), and whether EOS was hit."""
+        from eigenloop.inference.engine import EngineClosedError, InvalidRequestError
+
+        room = self.engine.max_model_len - len(prompt_ids)
+        if room < 1:
+            raise BackendError(f"{self.name}: a prompt of {len(prompt_ids)} tokens fills the model's context")
+        params = pb.SamplingParams(temperature=temperature, max_new_tokens=min(max_tokens, room))
+        if seed is not None:
+            params.seed = seed
         try:
-            cache = DynamicCache(config=self.model.config)
-        except TypeError:  # older transformers
-            cache = DynamicCache()
-        kv = {self._cache_kwarg: cache}  # filled in place by every forward
-        out = self.model(input_ids=input_ids, use_cache=True, **kv)
-        generated: list[int] = []
-        while True:
-            logits = out.logits[0, -1, :].float()
-            if generator is None:
-                next_id = int(torch.argmax(logits).item())
-            else:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                next_id = int(torch.multinomial(probs, 1, generator=generator).item())
-            generated.append(next_id)
-            if next_id in self.eos_token_ids:
-                return generated, True
-            if len(generated) >= max_tokens:
-                return generated, False
-            step = torch.tensor([[next_id]], device=input_ids.device)
-            out = self.model(input_ids=step, use_cache=True, **kv)
+            generation = self.engine.generate(prompt_ids, params)
+        except (InvalidRequestError, EngineClosedError) as err:
+            raise BackendError(f"{self.name}: {err}") from err
+        return list(generation.token_ids), generation.finish_reason == "stop"
