@@ -10,6 +10,8 @@ from SFT), at most 4 policy turns of at most 24 tokens, temperature 1, the proce
     episodes_per_s_by_concurrency 1, 8 and 32 episodes in flight, in process, the user behind a fixed per-turn
                                   latency (LatencyUser, like a remote LLM)
     batching_speedup              inference tokens/s for 32 requests submitted together vs one at a time
+    prefix_cache_speedup          the same episodes (same seeds) in process with the engine's prefix cache vs without
+                                  it (every turn re-encoding the whole history): episodes/s ratio
     episodes_per_s_1m_policy      through the three gRPC services, every live episode's turn batched together
                                   (and the CPU each process spent per episode, which bounds the rate on 2 cores)
     rss_growth_mb_per_10k         this process's RSS (the manager) after `--rss-episodes` more episodes, per 10,000
@@ -171,6 +173,22 @@ def main() -> int:
             tokenizer.encode(f"<|im_start|>user\n{t.user.instruction}<|im_end|>\n<|im_start|>assistant\n")
             for t in tasks(32)
         ]
+        uncached = TransformersEngine(model_dir, max_batch_size=args.in_flight, prefix_cache_entries=0)
+        stack.callback(uncached.close)
+        without = RolloutManager(
+            LocalPolicy(uncached), LocalEnvironments(), LocalUsers(ProceduralUser()), tokenizer, config
+        )
+        stack.callback(without.close)
+        timed(without, 4)
+        # Interleaved halves, so a change in machine load affects both sides alike.
+        rates: dict[str, list[float]] = {"with": [], "without": []}
+        for _ in range(2):
+            for name, manager in (("with", local), ("without", without)):
+                episodes, seconds = timed(manager, max(1, n_tasks // 2))
+                rates[name].append(episodes / seconds)
+        result["prefix_cache_episodes_per_s"] = {k: round(sum(v) / len(v), 1) for k, v in rates.items()}
+        result["prefix_cache_speedup"] = round(sum(rates["with"]) / sum(rates["without"]), 2)
+
         batching = batching_speedup(engine, prompts)
         result["batching_speedup"] = batching.pop("speedup")
         result["batching"] = batching

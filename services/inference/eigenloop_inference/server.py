@@ -48,6 +48,9 @@ class InferenceConfig(ServiceConfig):
     device: str = Field("cpu", description="torch device, e.g. cpu, cuda, cuda:1")
     max_batch_size: int = Field(8, ge=1, description="most requests decoded together")
     batch_window_ms: float = Field(5.0, ge=0, description="how long the first waiting request waits for company")
+    prefix_cache_entries: int = Field(
+        256, ge=0, description="finished sequences whose KV states are kept for continuations (0: no prefix cache)"
+    )
     max_model_len: int = Field(0, ge=0, description="context length (prompt + completion); 0: the model's own")
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for torch; 0: torch's default. 1 when other processes share few cores"
@@ -180,6 +183,7 @@ def registrations(config: InferenceConfig) -> list[Registration]:
         device=config.device,
         max_batch_size=config.max_batch_size,
         batch_window_ms=config.batch_window_ms,
+        prefix_cache_entries=config.prefix_cache_entries,
         max_model_len=config.max_model_len,
     )
     info = engine.info()

@@ -5,6 +5,10 @@ Many threads call `TransformersEngine.generate`; one background thread gathers t
 cache, sampling each row with its own parameters and stopping each row on its own. A batch holds the weights lock
 from its first forward to its last, and `update_weights` takes the same lock to swap tensors, so every request is
 generated entirely by one policy version, which it reports.
+
+Multi-turn episodes send their history again every turn; the KV states of each finished row are kept in a prefix
+cache (prefix_cache.py), so a prompt that continues an earlier sequence encodes only its new tokens. The cache is
+emptied when the weights change.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from safetensors.torch import load as load_safetensors
 from transformers import DynamicCache
 
 from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.inference.prefix_cache import CachedPrefix, PrefixCache
 from eigenloop.llm.local import load_tokenizer_and_model
 
 log = logging.getLogger(__name__)
@@ -134,6 +139,7 @@ class TransformersEngine:
         batch_window_ms: float = 5.0,
         max_model_len: int = 0,
         max_queue: int = 4096,
+        prefix_cache_entries: int = 256,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -173,6 +179,7 @@ class TransformersEngine:
         self._updated_at = time.time()
         POLICY_VERSION.set(0)
 
+        self._prefix = PrefixCache(prefix_cache_entries)  # used by the batcher thread, under the weights lock
         self._pending: list[_Request] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -282,6 +289,7 @@ class TransformersEngine:
             with self._weights_lock, torch.no_grad():
                 for name, tensor in staged.items():
                     targets[name].data.copy_(tensor)
+                self._prefix.clear()  # KV states of the old weights
                 self._version = version
                 self._checkpoint = checkpoint or f"update:{version}"
                 self._updated_at = time.time()
@@ -376,23 +384,59 @@ class TransformersEngine:
             kwargs["logits_to_keep"] = 1
         return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
 
+    def _new_cache(self) -> Any:
+        try:
+            return DynamicCache(config=self.model.config)
+        except TypeError:  # older transformers
+            return DynamicCache()
+
+    def _prefill(self, batch: list[_Request]) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
+        """Encode every row's prompt, reusing the KV states of a cached prefix where there is one.
+
+        Rows are laid out as [left padding, cached prefix | padding, tokens to encode]: the input is as wide as
+        the longest part any row has to encode, and a row with less to encode feeds some of its cached tokens again.
+        Returns (model output, attention mask, next positions, cache).
+        """
+        device = self.device
+        entries = [self._prefix.longest_prefix(r.prompt_ids) for r in batch]
+        width = max(len(r.prompt_ids) - (len(e) if e else 0) for r, e in zip(batch, entries, strict=True))
+        reused = [max(len(r.prompt_ids) - width, 0) for r in batch]
+        past = max(reused)
+        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(batch), past + width), dtype=torch.long, device=device)
+        for i, (request, n) in enumerate(zip(batch, reused, strict=True)):
+            fed = request.prompt_ids[n:]
+            input_ids[i, width - len(fed) :] = torch.tensor(fed, dtype=torch.long, device=device)
+            mask[i, past - n : past] = 1
+            mask[i, past + width - len(fed) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+        cache = self._new_cache()
+        if past:
+            some = next(e for e in entries if e is not None)
+            for layer, (k0, v0) in enumerate(zip(some.keys, some.values, strict=True)):
+                keys = k0.new_zeros((len(batch), k0.shape[0], past, k0.shape[-1]))
+                values = v0.new_zeros((len(batch), v0.shape[0], past, v0.shape[-1]))
+                for i, (entry, n) in enumerate(zip(entries, reused, strict=True)):
+                    if entry is not None and n:
+                        keys[i, :, past - n :] = entry.keys[layer][:, :n]
+                        values[i, :, past - n :] = entry.values[layer][:, :n]
+                cache.update(keys, values, layer)
+        out = self._forward(input_ids, mask, positions, cache)
+        return out, mask, positions[:, -1:] + 1, cache
+
+    def _remember(self, batch: list[_Request], cache: Any, mask: torch.Tensor) -> None:
+        """Cache each row's KV states for prompt + completion (all but the last token, which was never fed)."""
+        for i, request in enumerate(batch):
+            tokens = (*request.prompt_ids, *request.generated[:-1])
+            where = mask[i].nonzero()[: len(tokens), 0]
+            keys = tuple(layer.keys[i][:, where].clone() for layer in cache.layers)
+            values = tuple(layer.values[i][:, where].clone() for layer in cache.layers)
+            self._prefix.store(CachedPrefix(tokens, keys, values))
+
     @torch.inference_mode()
     def _decode(self, batch: list[_Request]) -> None:
         device = self.device
-        width = max(len(r.prompt_ids) for r in batch)
-        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long, device=device)
-        mask = torch.zeros((len(batch), width), dtype=torch.long, device=device)
-        for i, request in enumerate(batch):
-            n = len(request.prompt_ids)
-            input_ids[i, width - n :] = torch.tensor(request.prompt_ids, dtype=torch.long, device=device)
-            mask[i, width - n :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        try:
-            cache = DynamicCache(config=self.model.config)
-        except TypeError:  # older transformers
-            cache = DynamicCache()
-        out = self._forward(input_ids, mask, positions, cache)
-        next_pos = positions[:, -1:] + 1
+        out, mask, next_pos, cache = self._prefill(batch)
         while True:
             logits = out.logits[:, -1, :].float()
             logprobs = torch.log_softmax(logits, dim=-1)
@@ -417,6 +461,8 @@ class TransformersEngine:
                     active += 1
             TOKENS_GENERATED.inc(produced)
             if active == 0:
+                if self._prefix.max_entries:
+                    self._remember(batch, cache, mask)
                 return
             mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=torch.long, device=device)], dim=1)
             out = self._forward(step, mask, next_pos, cache)
