@@ -13,7 +13,8 @@ CancelReason = Literal["mistake", "no_longer_needed", "found_cheaper"]
 STREETS = ["Elm Street", "Oak Avenue", "Maple Road", "Pine Lane", "Cedar Drive", "Birch Way", "Lake View", "Hill Road"]
 FIRST = ["Ada", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gus", "Hana", "Ivo", "Jade", "Kai", "Lia"]
 LAST = ["Ng", "Okafor", "Silva", "Berg", "Costa", "Ito", "Haas", "Moreau", "Patel", "Quinn"]
-ID_BLOCKS = 400  # distinct id ranges per world seed (with 20 users: U1001-U9000, O10001-O34000)
+ID_BLOCKS = 400  # distinct id sets per world seed (with 20 users: 8000 user and 24000 order numbers)
+_SCATTER = 7919  # a prime coprime to both id ranges below: a bijection that scatters consecutive numbers
 ITEMS = ["kettle", "lamp", "headphones", "backpack", "mug", "notebook", "charger", "blanket", "scarf", "plant pot"]
 
 
@@ -50,20 +51,30 @@ class Mailbox(BaseModel):
     emails: list[Email] = []
 
 
+def _entity_number(index: int, first: int, reserved: int, last: int) -> int:
+    """The id number of entity `index` of all worlds: the first `reserved` (seed 0's world) count up from `first`;
+    the rest are scattered over (first + reserved, last], so ids of one world share no long common prefix. A model
+    that must learn to copy an id then cannot get by on a memorised prefix (with consecutive numbers it did)."""
+    if index < reserved:
+        return first + index
+    span = last - first - reserved + 1
+    return first + reserved + ((index - reserved) * _SCATTER) % span
+
+
 def generate_db(seed: int = 0, n_users: int = 20) -> ShopDB:
     """A small, seeded shop: `n_users` users with 1-3 orders each, every status represented."""
     rng = random.Random(seed)
-    # Each seed numbers its users and orders from its own block (seed 0 keeps U1001 / O10001), so worlds of
+    # Each seed numbers its users and orders from its own block (seed 0 keeps U1001 / O10001...), so worlds of
     # different seeds hold different entities: tasks from one are unseen entities for a model trained on another.
     block = seed % ID_BLOCKS
     users: dict[str, User] = {}
     orders: dict[str, Order] = {}
     statuses: list[OrderStatus] = ["pending", "shipped", "delivered", "cancelled"]
     for u in range(n_users):
-        user_id = f"U{1001 + block * n_users + u}"
+        user_id = f"U{_entity_number(block * n_users + u, 1001, n_users, 9999)}"
         order_ids = []
         for _ in range(rng.randint(1, 3)):
-            order_id = f"O{10001 + block * 3 * n_users + len(orders)}"
+            order_id = f"O{_entity_number(block * 3 * n_users + len(orders), 10001, 3 * n_users, 99999)}"
             status = statuses[len(orders) % len(statuses)] if len(orders) < len(statuses) else rng.choice(statuses)
             orders[order_id] = Order(
                 order_id=order_id,
