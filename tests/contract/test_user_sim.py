@@ -222,7 +222,9 @@ def test_llm_policy_with_a_local_transformers_model(tmp_path: pytest.TempPathFac
 
     from tests.llm_fixtures import build_tiny_chat_model
 
-    model = build_tiny_chat_model(Path(str(tmp_path)) / "user-model")
+    # The full user prompt (scenario + rules) is ~1450 tokens with this model's 400-token vocabulary; a prompt
+    # that fills the context is a BackendError (an infrastructure failure), so the context must hold it.
+    model = build_tiny_chat_model(Path(str(tmp_path)) / "user-model", max_position_embeddings=2048)
     llm = json.dumps({"kind": "transformers", "model": str(model)})
     sampling = pb.SamplingParams(max_new_tokens=8)
     with (

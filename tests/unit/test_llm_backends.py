@@ -419,6 +419,16 @@ def _batches() -> float:
     return sum(s.value for m in BATCH_SIZE.collect() for s in m.samples if s.name.endswith("_count"))
 
 
+def test_local_prompt_past_the_context_is_a_backend_error(tmp_path: Path) -> None:
+    backend = TransformersBackend(build_tiny_chat_model(tmp_path / "short", max_position_embeddings=32))
+    try:
+        with pytest.raises(BackendError, match="fills the model's context"):
+            backend.complete([ChatMessage("user", "please cancel my order " * 20)], max_tokens=4)
+        assert backend.complete([ChatMessage("user", "hi")], max_tokens=4).completion_tokens <= 4
+    finally:
+        backend.close()
+
+
 def test_local_rejects_bad_arguments(local: TransformersBackend, tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="max_tokens"):
         local.complete(USER, max_tokens=0)
