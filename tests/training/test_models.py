@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.inference.engine import load_tokenizer_and_model
 from eigenloop.llm.base import ChatMessage
-from eigenloop.llm.local import TransformersBackend, load_tokenizer_and_model
+from eigenloop.llm.local import TransformersBackend
 from eigenloop.models import PRESETS, TOOL_CALL_OPEN, build_model, save_model, train_tokenizer
 from eigenloop.rollout.tokens import tokenize_dialogue
 

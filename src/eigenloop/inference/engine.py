@@ -28,11 +28,11 @@ import torch
 from prometheus_client import Counter, Gauge, Histogram
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
-from transformers import DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.inference.prefix_cache import CachedPrefix, PrefixCache
-from eigenloop.llm.local import load_tokenizer_and_model
+from eigenloop.llm.base import BackendError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,22 @@ BATCH_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
 )
 WEIGHT_UPDATES = Counter("eigenloop_inference_weight_updates_total", "Weight updates by outcome.", ["outcome"])
+
+
+def load_tokenizer_and_model(path: str | Path, *, device: str | None = None) -> tuple[Any, Any]:
+    """Tokenizer and causal LM from a local directory (never the hub), the model in eval mode on `device`."""
+    p = Path(path)
+    if not p.is_dir():
+        raise BackendError(f"local model directory not found: {p}")
+    try:
+        tokenizer: Any = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+        model: Any = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise BackendError(f"cannot load a tokenizer and causal LM from {p}: {err}") from err
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    return tokenizer, model
 
 
 class InvalidRequestError(ValueError):

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.inference.engine import EngineClosedError, InvalidRequestError, TransformersEngine
 from eigenloop.llm.base import (
     BackendError,
     ChatMessage,
@@ -30,25 +29,8 @@ __all__ = [
     "TOOL_CALL_OPEN",
     "ParsedToolCalls",
     "TransformersBackend",
-    "load_tokenizer_and_model",
     "parse_tool_calls",
 ]
-
-
-def load_tokenizer_and_model(path: str | Path, *, device: str | None = None) -> tuple[Any, Any]:
-    """Tokenizer and causal LM from a local directory (never the hub), the model in eval mode on `device`."""
-    p = Path(path)
-    if not p.is_dir():
-        raise BackendError(f"local model directory not found: {p}")
-    try:
-        tokenizer: Any = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
-        model: Any = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise BackendError(f"cannot load a tokenizer and causal LM from {p}: {err}") from err
-    if device is not None:
-        model = model.to(device)
-    model.eval()
-    return tokenizer, model
 
 
 class TransformersBackend:
@@ -57,9 +39,6 @@ class TransformersBackend:
     conversations with a small model does one batched forward per token instead of one per conversation."""
 
     def __init__(self, path: str | Path, *, device: str | None = None, max_batch_size: int = 64) -> None:
-        # Imported here: the engine itself loads checkpoints with this module's load_tokenizer_and_model.
-        from eigenloop.inference.engine import TransformersEngine
-
         self.path = str(path)
         self.name = f"transformers:{self.path}"
         self.usage = Usage()
@@ -140,8 +119,6 @@ class TransformersBackend:
         self, prompt_ids: list[int], temperature: float, max_tokens: int, seed: int | None
     ) -> tuple[list[int], bool]:
         """Token ids generated after `prompt_ids` (EOS included when hit), and whether EOS was hit."""
-        from eigenloop.inference.engine import EngineClosedError, InvalidRequestError
-
         room = self.engine.max_model_len - len(prompt_ids)
         if room < 1:
             raise BackendError(f"{self.name}: a prompt of {len(prompt_ids)} tokens fills the model's context")

@@ -1,7 +1,8 @@
 """From-scratch models for the embedded mode: a byte-level BPE chat tokenizer and small Qwen2 causal LMs.
 
 Both are saved in the ordinary transformers layout (tokenizer.json + config.json + model.safetensors), so a model
-built here loads wherever a hub checkpoint does (`eigenloop.llm.local.load_tokenizer_and_model`, inference, user_sim).
+built here loads wherever a hub checkpoint does (`eigenloop.inference.engine.load_tokenizer_and_model`,
+inference, user_sim).
 """
 
 from eigenloop.models.lm import PRESETS, ModelPreset, build_model, save_model
