@@ -83,8 +83,9 @@ def atomic_directory(path: Path) -> Iterator[Path]:
 
 
 def remove_partial_writes(folder: Path, pattern: str) -> None:
-    """Delete what killed atomic writers left in `folder`: the hidden temporary entries matching `pattern` (one of
-    `.<name>.*` for a folder, `.<name>.*.tmp` for a file). Only for a folder whose writer is this process."""
+    """Delete what killed atomic writers left in `folder`: the hidden temporary entries matching the glob `pattern`
+    (`.<name>.*` for a folder, `.<name>.*.tmp` for a file, `**/` in front for every subfolder too). Only for a
+    folder whose writer is this process."""
     if not folder.is_dir():
         return
     for leftover in folder.glob(pattern):

@@ -197,9 +197,8 @@ def _start(
             raise RunFolderError(f"{out} holds a run with another configuration ({recorded}); resume needs the same")
     elif resume and done:
         raise RunFolderError(f"{out} has rounds but no config.json; it was not written by `eigenloop synth`")
-    if resume:  # the temp files of writes the interrupted run never finished
-        for folder in [out, *(p for p in out.rglob("*") if p.is_dir())]:
-            remove_partial_writes(folder, ".*.tmp")
+    if resume:  # the temp files of writes the interrupted run never finished, in any of its folders
+        remove_partial_writes(out, "**/.*.tmp")
     write_json_atomic(config_path, wanted)
     summaries = [RoundSummary(**json.loads((round_dir(out, r) / "summary.json").read_text())) for r in done]
     if not done:

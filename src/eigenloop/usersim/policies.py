@@ -138,12 +138,14 @@ _TOOL_RULES = """\
 
 UserPrompt = Literal["full", "compact"]
 """How the LLM user's system prompt is written: "full" (the scenario, every rule in prose, the tools) for a
-pretrained LLM; "compact" (the scenario and the tool names only) for a small model fine-tuned on user turns,
-which learns the rules from the dialogues: the rules are the same in every prompt and cost ~400 tokens."""
+pretrained LLM; "compact" (the scenario only; the chat template still lists the user's tools) for a small model
+fine-tuned on user turns, which learns the rules from the dialogues: they are the same in every prompt and cost
+~400 tokens."""
 
 
 def system_prompt(task: pb.Task, domain: Domain | None, style: UserPrompt = "full") -> str:
-    """The LLM user's system prompt: its scenario, the stop-token rules and, in dual control, its tools."""
+    """The LLM user's system prompt: its scenario, the stop-token rules and, in dual control, its tools; `compact`
+    style: the scenario only."""
     if style == "compact":
         return _compact_prompt(task)
     user = task.user
