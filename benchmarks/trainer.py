@@ -86,8 +86,9 @@ def run_eigenloop(model: Path, work: Path, *, grpc_inference: bool) -> dict[str,
     from eigenloop.rollout.policy import LocalPolicy, PolicyClient, RemotePolicy
     from eigenloop.rollout.services import LocalEnvironments, LocalUsers
     from eigenloop.training.config import GRPOConfig, parse_config
+    from eigenloop.training.curriculum import UniformTasks
     from eigenloop.training.grpo import run_grpo
-    from eigenloop.training.rollouts import ManagerSource, task_cycle
+    from eigenloop.training.rollouts import ManagerSource
     from eigenloop.training.sync import EngineSync, InferenceSync, WeightSync
     from eigenloop.usersim.policies import ProceduralUser
     from eigenloop_inference.server import InferenceServicer
@@ -141,7 +142,7 @@ def run_eigenloop(model: Path, work: Path, *, grpc_inference: bool) -> dict[str,
     with RolloutManager(
         policy, LocalEnvironments(), LocalUsers(ProceduralUser()), tokenizer, manager_config
     ) as manager:
-        source = ManagerSource(manager, task_cycle(tasks, SEED))
+        source = ManagerSource(manager, UniformTasks(tasks, SEED))
         result = run_grpo(config, source=source, sync=sync, on_step=on_step)
         stats = manager.stats
     wall = time.perf_counter() - started

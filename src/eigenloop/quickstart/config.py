@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from eigenloop.training.curriculum import TaskSampling
 from eigenloop.usersim.policies import UserPrompt
 
 
@@ -54,6 +55,9 @@ class GRPOSection(_Section):
     group_size: int = Field(default=8, ge=2)
     lr: float = Field(default=1.5e-4, gt=0)
     zero_variance_filter: bool = True
+    task_sampling: TaskSampling = Field(
+        default="uniform", description="uniform, or pass_rate: families whose groups still differ drawn more often"
+    )
     sft_weight: float = Field(default=0.0, ge=0, description="weight of the SFT loss blended into GRPO")
     user: str = Field(default="fine-tuned", pattern="^(fine-tuned|base)$", description="which user model GRPO talks to")
 

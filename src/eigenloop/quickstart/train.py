@@ -30,8 +30,9 @@ from eigenloop.training.config import (
     SyncConfig,
 )
 from eigenloop.training.config import RolloutConfig as TrainRollouts
+from eigenloop.training.curriculum import task_stream
 from eigenloop.training.grpo import run_grpo
-from eigenloop.training.rollouts import ManagerSource, task_cycle
+from eigenloop.training.rollouts import ManagerSource
 from eigenloop.training.sft import run_sft
 from eigenloop.training.sync import InferenceSync
 from eigenloop.training.user_sft import run_user_sft
@@ -147,7 +148,7 @@ def train_grpo(
         optim=OptimConfig(lr=g.lr, warmup_fraction=0.0, min_lr_fraction=1.0),
         filter=FilterConfig(zero_variance=g.zero_variance_filter),
         loss=LossConfig(sft_weight=g.sft_weight),
-        rollouts=TrainRollouts(tasks_per_step=g.tasks_per_step, group_size=g.group_size),
+        rollouts=TrainRollouts(tasks_per_step=g.tasks_per_step, group_size=g.group_size, task_sampling=g.task_sampling),
         sync=SyncConfig(inference=[addresses["inference"]]),
         checkpoint={"every": max(g.steps // 2, 1), "keep_last": 1},  # type: ignore[arg-type]
     )
@@ -157,7 +158,8 @@ def train_grpo(
     manager = rollout_manager(
         addresses, tokenizer, group_size=g.group_size, temperature=1.0, config=config, ahead=g.tasks_per_step
     )
-    source = ManagerSource(manager, task_cycle(read_tasks(tasks), config.seed), closer=manager)
+    stream = task_stream(g.task_sampling, read_tasks(tasks), config.seed)
+    source = ManagerSource(manager, stream, closer=manager)
     result = run_grpo(grpo, source=source, sync=InferenceSync(grpo.sync), on_step=on_step)
     stats = manager.stats
     return {
@@ -168,4 +170,5 @@ def train_grpo(
         "simulator_invalid": stats.simulator_invalid,
         "infra_dropped": stats.dropped,
         "format_errors": stats.format_errors,
+        "tasks": stream.state(),
     }

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from eigenloop.training.curriculum import TaskSampling
 from eigenloop.usersim.policies import UserPrompt
 
 Stage = Literal["sft", "user-sft", "grpo"]
@@ -157,6 +158,11 @@ class RolloutConfig(Section):
     max_new_tokens: int = Field(default=256, ge=1)
     max_turns: int = Field(default=8, ge=1)
     max_inflight_groups: int = Field(default=32, ge=1, description="groups the manager may run ahead of the trainer")
+    task_sampling: TaskSampling = Field(
+        default="uniform",
+        description="uniform: every task once per pass; pass_rate: task families weighted by how often their recent "
+        "groups had mixed rewards (eigenloop.training.curriculum)",
+    )
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> RolloutConfig:

@@ -7,9 +7,6 @@ so a live source can bound how far its rollouts run ahead (bounded staleness). I
 from __future__ import annotations
 
 import contextlib
-import itertools
-import random
-from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from transformers import AutoTokenizer
@@ -17,6 +14,7 @@ from transformers import AutoTokenizer
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.data import read_jsonl
 from eigenloop.training.config import GRPOConfig
+from eigenloop.training.curriculum import TaskStream, task_stream
 from eigenloop.training.data import EmptyDatasetError, load_tasks
 from eigenloop.training.sync import EngineSync, WeightSync
 
@@ -57,27 +55,17 @@ class FileSource:
         pass
 
 
-def task_cycle(tasks: Sequence[pb.Task], seed: int, skip: int = 0) -> Iterator[pb.Task]:
-    """Tasks in a seeded order, reshuffled every pass, endlessly; `skip` resumes after that many."""
-    for epoch in itertools.count():
-        order = list(tasks)
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
-        for task in order:
-            if skip:
-                skip -= 1
-                continue
-            yield task
-
-
 class ManagerSource:
     """Groups from a live rollout manager (eigenloop.rollout.manager), as they complete.
 
     The manager plays ahead of the trainer (overlapping rollouts with training) by at most its `max_ready_groups`;
-    being told the trained policy version is what lets it measure (and drop) stale groups.
+    being told the trained policy version is what lets it measure (and drop) stale groups. Each delivered group's
+    rewards go back to the task stream, which may weigh what it draws next by them (eigenloop.training.curriculum).
     """
 
-    def __init__(self, manager: Any, tasks: Iterator[pb.Task], delivered: int = 0, closer: Any = None) -> None:
+    def __init__(self, manager: Any, tasks: TaskStream, delivered: int = 0, closer: Any = None) -> None:
         self.manager = manager
+        self.tasks = tasks
         self.delivered = delivered
         self._groups = manager.rollout(tasks)
         self._closer = closer
@@ -86,12 +74,14 @@ class ManagerSource:
         self.manager.set_policy_version(policy_version)
         out = []
         for _ in range(count):
-            out.append(list(next(self._groups).trajectories))
+            group = next(self._groups)
+            self.tasks.record(group.task, [t.reward.value for t in group.scored])
+            out.append(list(group.trajectories))
             self.delivered += 1
         return out
 
     def cursor(self) -> dict[str, Any]:
-        return {"delivered": self.delivered}
+        return {"delivered": self.delivered, "tasks": self.tasks.state()}
 
     def close(self) -> None:
         self._groups.close()
@@ -164,5 +154,5 @@ def open_source(
         users = RemoteUsers(rollouts.user_sim)
         stack.callback(users.close)
     manager = stack.enter_context(RolloutManager(policy, environments, users, tokenizer, manager_config))
-    delivered = int(cursor.get("delivered", 0))
-    return ManagerSource(manager, task_cycle(tasks, config.seed, delivered), delivered, closer=stack), sync
+    stream = task_stream(rollouts.task_sampling, tasks, config.seed, cursor.get("tasks"))
+    return ManagerSource(manager, stream, int(cursor.get("delivered", 0)), closer=stack), sync
