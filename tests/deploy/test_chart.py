@@ -102,6 +102,8 @@ def test_install_enforces_the_chart_kube_version() -> None:
         ({"image": {"pullPolicy": "Sometimes"}}, "value must be one of 'Always', 'IfNotPresent', 'Never'"),
         ({"inference": {"gpus": 0}}, "at '/inference/gpus': minimum: got 0, want 1"),
         ({"inference": {"vllm": {"gpuMemoryUtilization": 1.5}}}, "gpuMemoryUtilization': maximum: got 1.5, want 1"),
+        ({"inference": {"backend": "tensorrt"}}, "value must be one of 'transformers', 'vllm'"),
+        ({"inference": {"vllm": {"engineArgs": ["--enforce-eager"]}}}, "at '/inference/vllm/engineArgs': got array"),
         ({"toolenv": {"resources": {"requests": {"cpu": "lots"}}}}, "'lots' does not match pattern"),
         ({"toolenv": {"resources": {"requests": None}}}, "missing property 'requests'"),
         ({"podSecurityContext": {"runAsNonRoot": False}}, "at '/podSecurityContext/runAsNonRoot': value must be true"),
@@ -210,7 +212,11 @@ def test_inference_runs_on_gpu_nodes_with_vllm_settings_and_the_model(large: lis
     settings = env(container)
     assert settings["EIGENLOOP_INFERENCE_MODEL"] == "/models/qwen2.5-7b-instruct"
     assert settings["EIGENLOOP_INFERENCE_TENSOR_PARALLEL_SIZE"] == "2"
-    assert json.loads(settings["EIGENLOOP_INFERENCE_VLLM_ARGS"]) == ["--enable-prefix-caching"]
+    assert settings["EIGENLOOP_INFERENCE_BACKEND"] == "vllm"
+    assert settings["EIGENLOOP_INFERENCE_MAX_MODEL_LEN"] == "32768"
+    assert settings["EIGENLOOP_INFERENCE_DTYPE"] == "auto"
+    assert json.loads(settings["EIGENLOOP_INFERENCE_VLLM_ENGINE_ARGS"]) == {"max_num_seqs": 256}
+    assert settings["EIGENLOOP_INFERENCE_WEIGHTS_DIR"] == "/dev/shm"
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in spec["volumes"]
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
     assert find(large, "PersistentVolumeClaim", "inference-models") == []  # existingClaim is used

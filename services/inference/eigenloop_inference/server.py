@@ -7,10 +7,9 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
-import torch
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -19,15 +18,16 @@ from eigenloop.config import ServiceConfig
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import inference_pb2 as ipb
 from eigenloop.contracts.v1 import inference_pb2_grpc
-from eigenloop.inference.engine import (
+from eigenloop.inference.base import (
     EngineClosedError,
     Generation,
+    InferenceEngine,
     InvalidRequestError,
     StaleVersionError,
-    TransformersEngine,
     WeightMismatchError,
 )
 from eigenloop.inference.openai_http import ChatFrontend, OpenAIHTTPServer
+from eigenloop.inference.vllm_engine import VLLM_INSTALL_HINT, VLLMEngine, check_engine_args, vllm_installed
 from eigenloop.rpc.server import Registration, abort, run_service
 
 log = logging.getLogger(__name__)
@@ -45,15 +45,36 @@ class InferenceConfig(ServiceConfig):
     model: Path | None = Field(
         None, description="local model directory (tokenizer + causal LM, loaded offline); required"
     )
-    device: str = Field("cpu", description="torch device, e.g. cpu, cuda, cuda:1")
-    max_batch_size: int = Field(8, ge=1, description="most requests decoded together")
-    batch_window_ms: float = Field(5.0, ge=0, description="how long the first waiting request waits for company")
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="engine: transformers (CPU or GPU, batched here) or vllm (GPU only, the vllm extra)"
+    )
+    device: str = Field("cpu", description="torch device, e.g. cpu, cuda, cuda:1 (transformers)")
+    max_batch_size: int = Field(8, ge=1, description="most requests decoded together (transformers)")
+    batch_window_ms: float = Field(
+        5.0, ge=0, description="how long the first waiting request waits for company (transformers)"
+    )
     prefix_cache_entries: int = Field(
-        256, ge=0, description="finished sequences whose KV states are kept for continuations (0: no prefix cache)"
+        256,
+        ge=0,
+        description="finished sequences whose KV states are kept for continuations (transformers; 0: no prefix cache)",
     )
     max_model_len: int = Field(0, ge=0, description="context length (prompt + completion); 0: the model's own")
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for torch; 0: torch's default. 1 when other processes share few cores"
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="share of GPU memory vLLM takes for weights, activations and KV cache (vllm)"
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is sharded over (vllm)")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="weight and activation dtype; auto: vLLM's choice from the checkpoint's (vllm)"
+    )
+    vllm_engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description='further vllm.LLM engine arguments, a JSON object, e.g. {"max_num_seqs": 256} (vllm)',
+    )
+    weights_dir: Path | None = Field(
+        None, description="where an update is staged for vLLM's workers to read; default: the temp dir (vllm)"
     )
     http_host: str = Field("", description="address the OpenAI HTTP endpoint binds; empty: same as host")
     http_port: int = Field(0, ge=-1, le=65535, description="OpenAI HTTP port; 0 picks a free one (logged), -1 off")
@@ -70,6 +91,15 @@ class InferenceConfig(ServiceConfig):
             raise ValueError(f"model directory not found: {self.model}")
         return self
 
+    @model_validator(mode="after")
+    def _vllm_usable(self) -> InferenceConfig:
+        # Checked here so that a server that cannot start says why and exits 2, before loading anything.
+        if self.backend == "vllm":
+            if not vllm_installed():
+                raise ValueError(f"backend vllm: vLLM is not installed; {VLLM_INSTALL_HINT}")
+            check_engine_args(self.vllm_engine_args)
+        return self
+
 
 def _timestamp(seconds: float) -> Timestamp:
     ts = Timestamp()
@@ -78,7 +108,7 @@ def _timestamp(seconds: float) -> Timestamp:
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
-    def __init__(self, engine: TransformersEngine, max_weight_bytes: int) -> None:
+    def __init__(self, engine: InferenceEngine, max_weight_bytes: int) -> None:
         self.engine = engine
         self.max_weight_bytes = max_weight_bytes
 
@@ -159,13 +189,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"weights do not fit the model: {exc}")
         except StaleVersionError as exc:
             abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except EngineClosedError as exc:
+            abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         return ipb.UpdateWeightsResponse(policy_version=self._policy_version(), bytes_received=len(data))
 
     def GetModelInfo(self, request: ipb.GetModelInfoRequest, context: grpc.ServicerContext) -> ipb.ModelInfo:
         info = self.engine.info()
         return ipb.ModelInfo(
             model_id=info.model_id,
-            backend="transformers",
+            backend=info.backend,
             policy_version=self._policy_version(),
             vocab_size=info.vocab_size,
             max_model_len=info.max_model_len,
@@ -174,11 +206,26 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         )
 
 
-def registrations(config: InferenceConfig) -> list[Registration]:
+def build_engine(config: InferenceConfig) -> InferenceEngine:
+    """The engine `config.backend` names; torch/transformers or vLLM are imported only by the one chosen."""
     assert config.model is not None  # the validator guarantees it
+    if config.backend == "vllm":
+        return VLLMEngine(
+            config.model,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            tensor_parallel_size=config.tensor_parallel_size,
+            max_model_len=config.max_model_len,
+            dtype=config.dtype,
+            engine_args=config.vllm_engine_args,
+            weights_dir=config.weights_dir,
+        )
+    import torch
+
+    from eigenloop.inference.engine import TransformersEngine
+
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)  # spinning thread pools on oversubscribed cores stall every step
-    engine = TransformersEngine(
+    return TransformersEngine(
         config.model,
         device=config.device,
         max_batch_size=config.max_batch_size,
@@ -186,16 +233,20 @@ def registrations(config: InferenceConfig) -> list[Registration]:
         prefix_cache_entries=config.prefix_cache_entries,
         max_model_len=config.max_model_len,
     )
+
+
+def registrations(config: InferenceConfig) -> list[Registration]:
+    engine = build_engine(config)
     info = engine.info()
-    log.info(
-        "model loaded",
-        extra={
-            "model": str(config.model),
-            "device": config.device,
-            "parameters": info.num_parameters,
-            "max_model_len": info.max_model_len,
-        },
-    )
+    loaded: dict[str, Any] = {
+        "model": str(config.model),
+        "backend": info.backend,
+        "parameters": info.num_parameters,
+        "max_model_len": info.max_model_len,
+    }
+    if config.backend == "transformers":
+        loaded["device"] = config.device
+    log.info("model loaded", extra=loaded)
     if config.http_port >= 0:
         http = OpenAIHTTPServer(
             ChatFrontend(engine),

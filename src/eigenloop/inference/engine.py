@@ -22,37 +22,36 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from prometheus_client import Counter, Gauge, Histogram
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.inference.base import (
+    BATCH_SECONDS,
+    BATCH_SIZE,
+    POLICY_VERSION,
+    QUEUE_DEPTH,
+    REQUESTS,
+    TOKENS_GENERATED,
+    WEIGHT_UPDATES,
+    EngineClosedError,
+    EngineInfo,
+    FinishReason,
+    Generation,
+    InvalidRequestError,
+    StaleVersionError,
+    WeightMismatchError,
+    as_token_ids,
+    check_request,
+)
 from eigenloop.inference.prefix_cache import CachedPrefix, PrefixCache
 from eigenloop.llm.base import BackendError
 
 log = logging.getLogger(__name__)
-
-FinishReason = Literal["stop", "length", "abort"]
-
-BATCH_SIZE = Histogram(
-    "eigenloop_inference_batch_size",
-    "Requests decoded together in one batch.",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-)
-TOKENS_GENERATED = Counter("eigenloop_inference_tokens_generated_total", "Tokens sampled, over all requests.")
-QUEUE_DEPTH = Gauge("eigenloop_inference_queue_depth", "Requests waiting for a batch.")
-POLICY_VERSION = Gauge("eigenloop_inference_policy_version", "The policy version being served.")
-REQUESTS = Counter("eigenloop_inference_requests_total", "Finished generate requests.", ["finish_reason"])
-BATCH_SECONDS = Histogram(
-    "eigenloop_inference_batch_seconds",
-    "Wall time of one batch, prefill to last token.",
-    buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
-)
-WEIGHT_UPDATES = Counter("eigenloop_inference_weight_updates_total", "Weight updates by outcome.", ["outcome"])
 
 
 def load_tokenizer_and_model(path: str | Path, *, device: str | None = None) -> tuple[Any, Any]:
@@ -71,44 +70,6 @@ def load_tokenizer_and_model(path: str | Path, *, device: str | None = None) -> 
     return tokenizer, model
 
 
-class InvalidRequestError(ValueError):
-    """The request cannot be served as asked (empty prompt, unknown token ids, no room in the context, ...)."""
-
-
-class WeightMismatchError(ValueError):
-    """The weights do not fit the model (names, shapes or dtypes), or the blob is not safetensors."""
-
-
-class StaleVersionError(ValueError):
-    """An update's version is not greater than the one being served."""
-
-
-class EngineClosedError(RuntimeError):
-    """The engine was closed before the request finished."""
-
-
-@dataclass(frozen=True)
-class Generation:
-    token_ids: list[int]
-    """Sampled token ids; the stop/EOS token that ended the row, if any, is included."""
-    logprobs: list[float]
-    """One per token: log_softmax of the model's raw (untempered, unfiltered) logits at the sampled token."""
-    finish_reason: FinishReason
-    policy_version: int
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    model_id: str
-    vocab_size: int
-    max_model_len: int
-    num_parameters: int
-    eos_token_ids: list[int]
-    version: int
-    checkpoint: str
-    updated_at: float
-
-
 @dataclass
 class _Request:
     prompt_ids: list[int]
@@ -122,14 +83,6 @@ class _Request:
     generated: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish: FinishReason | None = None
-
-
-def _as_ids(value: Any) -> list[int]:
-    if value is None:
-        return []
-    if isinstance(value, int):
-        return [value]
-    return [int(v) for v in value]
 
 
 class TransformersEngine:
@@ -177,9 +130,9 @@ class TransformersEngine:
         else:
             raise ValueError(f"{self.path}: the model config has no max_position_embeddings; set max_model_len")
         self.eos_token_ids = sorted(
-            set(_as_ids(self.tokenizer.eos_token_id))
-            | set(_as_ids(getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)))
-            | set(_as_ids(getattr(config, "eos_token_id", None)))
+            set(as_token_ids(self.tokenizer.eos_token_id))
+            | set(as_token_ids(getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)))
+            | set(as_token_ids(getattr(config, "eos_token_id", None)))
         )
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = int(pad) if pad is not None else (self.eos_token_ids[0] if self.eos_token_ids else 0)
@@ -224,37 +177,12 @@ class TransformersEngine:
             version=version,
             checkpoint=checkpoint,
             updated_at=updated_at,
+            backend="transformers",
         )
 
     def validate(self, prompt_ids: list[int], params: pb.SamplingParams) -> int:
         """Raise InvalidRequestError when the request cannot be served; return the effective max_new_tokens."""
-        if not prompt_ids:
-            raise InvalidRequestError("prompt_token_ids is empty")
-        bad = [t for t in prompt_ids if not 0 <= t < self.vocab_size]
-        if bad:
-            raise InvalidRequestError(f"token ids outside the vocabulary [0, {self.vocab_size}): {bad[:8]}")
-        room = self.max_model_len - len(prompt_ids)
-        if room < 1:
-            raise InvalidRequestError(
-                f"prompt of {len(prompt_ids)} tokens leaves no room in the context of {self.max_model_len}"
-            )
-        if params.max_new_tokens < 0:
-            raise InvalidRequestError(f"max_new_tokens must be >= 0, got {params.max_new_tokens}")
-        if params.max_new_tokens > room:
-            raise InvalidRequestError(
-                f"max_new_tokens {params.max_new_tokens} + prompt {len(prompt_ids)} exceeds the context "
-                f"of {self.max_model_len} tokens"
-            )
-        if not params.temperature >= 0:  # also rejects NaN
-            raise InvalidRequestError(f"temperature must be >= 0, got {params.temperature}")
-        if not 0 <= params.top_p <= 1:
-            raise InvalidRequestError(f"top_p must be in [0, 1], got {params.top_p}")
-        if params.top_k < 0:
-            raise InvalidRequestError(f"top_k must be >= 0, got {params.top_k}")
-        bad = [t for t in params.stop_token_ids if not 0 <= t < self.vocab_size]
-        if bad:
-            raise InvalidRequestError(f"stop_token_ids outside the vocabulary: {bad[:8]}")
-        return params.max_new_tokens or room
+        return check_request(prompt_ids, params, vocab_size=self.vocab_size, max_model_len=self.max_model_len)
 
     def submit(self, prompt_ids: list[int], params: pb.SamplingParams) -> Future[Generation]:
         """Queue a request (validated first: InvalidRequestError); the future resolves when its row finishes."""

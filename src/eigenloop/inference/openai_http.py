@@ -1,4 +1,4 @@
-"""An OpenAI-compatible chat-completions endpoint over a TransformersEngine (stdlib HTTP, same process).
+"""An OpenAI-compatible chat-completions endpoint over an inference engine (stdlib HTTP, same process).
 
 Routes: `GET /v1/models`, `POST /v1/chat/completions` (non-streaming only; `stream: true` is a 400). The prompt is
 the tokenizer's chat template over the messages (tools included); generation goes through the engine's batcher.
@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from eigenloop.contracts.v1 import common_pb2 as pb
-from eigenloop.inference.engine import EngineClosedError, Generation, InvalidRequestError, TransformersEngine
+from eigenloop.inference.base import EngineClosedError, Generation, InferenceEngine, InvalidRequestError
 from eigenloop.llm.base import BackendError, ChatMessage, ToolCallRequest, normalize_tools, to_template_messages
 from eigenloop.llm.tool_calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
 
@@ -180,7 +180,7 @@ def build_chat_response(
 class ChatFrontend:
     """Turns chat-completions request bodies into engine calls and response bodies (no HTTP here)."""
 
-    def __init__(self, engine: TransformersEngine, model_name: str | None = None) -> None:
+    def __init__(self, engine: InferenceEngine, model_name: str | None = None) -> None:
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.model_name = model_name or engine.model_id

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from eigenloop.contracts.v1 import common_pb2 as pb
-from eigenloop.inference.engine import EngineClosedError, InvalidRequestError, TransformersEngine
+from eigenloop.inference.base import EngineClosedError, InvalidRequestError
+from eigenloop.inference.engine import TransformersEngine
 from eigenloop.llm.base import (
     BackendError,
     ChatMessage,
