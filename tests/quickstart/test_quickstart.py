@@ -148,3 +148,38 @@ def test_an_existing_run_folder_is_never_overwritten(tmp_path: Path) -> None:
     result = runner.invoke(app, ["quickstart", "--fast", "--out", str(out)])
     assert result.exit_code == 2 and "--resume" in said(result)
     assert (out / "precious.txt").read_text() == "keep me" and sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+
+
+def test_sigterm_stops_the_run_and_its_services_like_ctrl_c(tmp_path: Path) -> None:
+    """A real `eigenloop quickstart` process, sent SIGTERM once its synthesis services are up: it exits as after
+    Ctrl-C (130, with the resume hint) and no service process outlives it (they used to be left orphaned)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from eigenloop.launcher import pid_alive, read_state
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eigenloop.cli", "quickstart", "--fast", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    services = out / "synth" / "services"
+    deadline = time.monotonic() + 120
+    replicas = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        replicas = read_state(services) if (services / "run.json").is_file() else []
+        if len(replicas) == 3:
+            break
+        time.sleep(0.2)
+    assert len(replicas) == 3, "the synthesis services never came up"
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "interrupted" in output and "--resume" in output
+    assert not [r.service for r in replicas if pid_alive(r.pid)]

@@ -5,7 +5,11 @@ torch is imported only once the run starts (the local extra); bad input is refus
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -41,6 +45,21 @@ def _check_input(domain: str, seed: int, out: Path, resume: bool) -> None:
         raise typer.BadParameter(
             f"{out} is not empty: pass --resume to continue the run in it, or choose another --out", param_hint="--out"
         )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a job scheduler, a closing terminal) stops the run the way Ctrl-C does: the stage's services
+    are shut down. Python's default SIGTERM action exits at once and would leave them running, orphaned."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def quickstart(
@@ -88,7 +107,8 @@ def quickstart(
             progress.console.print(f"[bold]{stage.name}[/bold]: {stage.title} {note}")
 
         try:
-            run_stages(build_stages(config, out, on_progress), out, resume=resume, on_start=on_start)
+            with _terminate_as_interrupt():
+                run_stages(build_stages(config, out, on_progress), out, resume=resume, on_start=on_start)
         except KeyboardInterrupt:
             stage = current[0].name if current else "the first stage"
             console.print(

@@ -93,6 +93,22 @@ def _by_goal(results: dict[str, Any]) -> str:
     return markdown_table(["task type", "SFT greedy pass@1 (%)", "GRPO greedy pass@1 (%)"], rows, digits=1)
 
 
+def _task_draws(config: QuickstartConfig, summary: dict[str, Any]) -> str:
+    """Which task families GRPO rolled out, and their pass rate at T=1 when it stopped (pass_rate sampling)."""
+    state = summary.get("tasks", {})
+    if config.grpo.task_sampling != "pass_rate" or "draws" not in state:
+        return "GRPO drew its tasks uniformly: every training task once per pass, in a seeded order."
+    rows = [
+        [family, draws, None if state["pass_rate"][family] is None else 100 * state["pass_rate"][family]]
+        for family, draws in sorted(state["draws"].items(), key=lambda item: -item[1])
+    ]
+    return (
+        "GRPO drew task families (the agent's gold tool sequence) by how often their recent groups had mixed "
+        "rewards, so families the policy always solved were rolled out rarely:\n\n"
+        + markdown_table(["task family", "groups drawn", "recent pass rate at T=1 (%)"], rows, digits=1)
+    )
+
+
 def write_quickstart_report(config: QuickstartConfig, out: Path) -> tuple[Path, Path]:
     folder = out / "report"
     stages = finished_stages(out)
@@ -154,6 +170,7 @@ def write_quickstart_report(config: QuickstartConfig, out: Path) -> tuple[Path, 
             f"simulated user turn, {grpo_summary['infra_dropped']} dropped by infrastructure, "
             f"{grpo_summary['format_errors']} malformed tool calls).",
             _filtered(out),
+            _task_draws(config, grpo_summary),
             *_plots(config, out, folder),
             "## Run",
             "Stage wall times (2 CPU cores; the machine may have been shared):",
