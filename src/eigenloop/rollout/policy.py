@@ -30,6 +30,7 @@ INFERENCE_POLICY = ServicePolicy(
     idempotent_methods=("GetModelInfo",),
     streaming_methods=("Generate",),
     stream_timeout_s=600.0,
+    single_threaded_unary_stream=True,  # RemotePolicy only iterates a Generate's chunks
 )
 
 T = TypeVar("T")

@@ -21,12 +21,19 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.llm.base import ChatMessage, ToolCallRequest, to_template_messages
 from eigenloop.llm.tool_calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, parse_tool_calls
+
+# Renders and encodings are remembered across dialogues: every episode of a task opens with the same system prompt,
+# tools and (mostly) first user message, and every assistant turn with the same generation prompt, so about half of
+# them repeat. Both are pure functions of their keys as long as a tokenizer's vocabulary is not changed once in use
+# (its chat template may be: it is part of the key). Bounded, so memory stays flat however many episodes run.
+_RENDERS_CACHED = 256
+_ENCODINGS_CACHED = 1024
 
 
 class TemplateError(ValueError):
@@ -72,6 +79,48 @@ def tool_specs(tools: Sequence[pb.ToolSchema]) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class _Tools:
+    """The agent's tools as chat templates take them (`specs`), compared and hashed by the schemas they come from,
+    so that a render can be looked up by its inputs."""
+
+    schemas: tuple[tuple[str, str, str], ...]
+    specs: list[dict[str, Any]] = field(compare=False, repr=False)
+
+    @classmethod
+    def of(cls, tools: Sequence[pb.ToolSchema]) -> _Tools:
+        return cls(tuple((t.name, t.description, t.parameters_json_schema) for t in tools), tool_specs(tools))
+
+
+def _render_chat(tokenizer: Any, tools: _Tools, chat: tuple[ChatMessage, ...], generation_prompt: bool) -> str:
+    history = to_template_messages(chat)
+    kwargs: dict[str, Any] = {"tools": tools.specs} if tools.specs else {}
+    try:
+        text = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=generation_prompt, **kwargs)
+    except Exception as err:  # jinja2 errors (raise_exception in templates) and friends
+        raise TemplateError(f"the chat template failed on {len(history)} message(s): {err}") from err
+    if not isinstance(text, str):
+        raise TemplateError(f"the chat template returned {type(text).__name__}, not text")
+    return text
+
+
+@functools.lru_cache(maxsize=_RENDERS_CACHED)
+def _render_cached(
+    tokenizer: Any, template: str, tools: _Tools, chat: tuple[ChatMessage, ...], generation_prompt: bool
+) -> str:
+    """`_render_chat`, remembered. `template` is the tokenizer's chat template at the call: part of the key, so a
+    template swapped on the same tokenizer renders afresh."""
+    return _render_chat(tokenizer, tools, chat, generation_prompt)
+
+
+@functools.lru_cache(maxsize=_ENCODINGS_CACHED)
+def _encode_cached(tokenizer: Any, text: str) -> tuple[int, ...]:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # the Rust tokenizer itself: same ids, without the Python wrapper's overhead
+        return tuple(backend.encode(text, add_special_tokens=False).ids)
+    return tuple(tokenizer.encode(text, add_special_tokens=False))
+
+
 def chat_message(message: pb.Message) -> ChatMessage:
     """A contract message as the chat interface's message (what the chat template renders)."""
     role = _ROLE_NAMES.get(message.role)
@@ -102,7 +151,6 @@ class DialogueTokens:
         turn_end: str | None = None,
     ) -> None:
         self.tokenizer = tokenizer
-        self._backend = getattr(tokenizer, "backend_tokenizer", None)
         if getattr(tokenizer, "chat_template", None) is None:
             raise TemplateError("the tokenizer has no chat template")
         end = turn_end if turn_end is not None else tokenizer.eos_token
@@ -116,15 +164,15 @@ class DialogueTokens:
         )
         """Ids that end an assistant turn: give them to the sampler as stop ids."""
         self._end_ids = end_ids
-        self._tools = tool_specs(tools)
+        self._tools = _Tools.of(tools)
         self.token_ids: list[int] = []
         self.policy_mask: list[int] = []
         self.logprobs: list[float] = []
         self.turns: list[pb.TurnSpan] = []
-        self._history: list[dict[str, Any]] = []
+        self._history: tuple[ChatMessage, ...] = ()
         self._rendered = ""
         self._user_calling = False  # tool messages now answer the simulated user's calls (hidden from the agent)
-        self._generation: tuple[str, list[int]] | None = None  # the generation prompt after the current history
+        self._generation: tuple[str, Sequence[int]] | None = None  # the generation prompt after the current history
         if system_prompt:
             self.extend([pb.Message(role=pb.ROLE_SYSTEM, content=system_prompt)])
 
@@ -146,14 +194,14 @@ class DialogueTokens:
                 visible.append(message)
         if not visible:
             return
-        history = self._history + to_template_messages([chat_message(m) for m in visible])
+        history = self._history + tuple(chat_message(m) for m in visible)
         text = self._render(history, generation_prompt=False)
         self._append(self._delta(text, what=f"{len(visible)} message(s) after {len(self._history)}"), mask=0)
         self._set_history(history, text)
 
     def prompt(self) -> list[int]:
         """The ids to generate the next assistant turn from: the dialogue so far plus the generation prompt."""
-        return self.token_ids + self._generation_prompt_ids()
+        return [*self.token_ids, *self._generation_prompt_ids()]
 
     def add_policy_turn(
         self, sampled_ids: Sequence[int], logprobs: Sequence[float], policy_version: int, message: pb.Message
@@ -205,31 +253,23 @@ class DialogueTokens:
 
     # -- template plumbing -----------------------------------------------------------------------------------
 
-    def _encode(self, text: str) -> list[int]:
-        if not text:
-            return []
-        if self._backend is not None:  # the Rust tokenizer itself: same ids, without the Python wrapper's overhead
-            return list(self._backend.encode(text, add_special_tokens=False).ids)
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+    def _encode(self, text: str) -> Sequence[int]:
+        return _encode_cached(self.tokenizer, text) if text else ()
 
     def _append(self, ids: Sequence[int], *, mask: int) -> None:
         self.token_ids.extend(ids)
         self.policy_mask.extend([mask] * len(ids))
         self.logprobs.extend([0.0] * len(ids))
 
-    def _render(self, history: list[dict[str, Any]], *, generation_prompt: bool) -> str:
-        kwargs: dict[str, Any] = {"tools": self._tools} if self._tools else {}
-        try:
-            text = self.tokenizer.apply_chat_template(
-                history, tokenize=False, add_generation_prompt=generation_prompt, **kwargs
-            )
-        except Exception as err:  # jinja2 errors (raise_exception in templates) and friends
-            raise TemplateError(f"the chat template failed on {len(history)} message(s): {err}") from err
-        if not isinstance(text, str):
-            raise TemplateError(f"the chat template returned {type(text).__name__}, not text")
-        return text
+    def _render(self, history: tuple[ChatMessage, ...], *, generation_prompt: bool) -> str:
+        template = self.tokenizer.chat_template
+        if isinstance(template, str) and "strftime_now" not in template:
+            return _render_cached(self.tokenizer, template, self._tools, history, generation_prompt)
+        # Rendered afresh every time: a template that reads the clock (a date in the system turn) renders differently
+        # from one day to the next, and a set of named templates is no single key.
+        return _render_chat(self.tokenizer, self._tools, history, generation_prompt)
 
-    def _delta(self, text: str, *, what: str) -> list[int]:
+    def _delta(self, text: str, *, what: str) -> Sequence[int]:
         if not text.startswith(self._rendered):
             at = next((i for i, (a, b) in enumerate(zip(text, self._rendered, strict=False)) if a != b), len(text))
             raise TemplateError(
@@ -238,11 +278,11 @@ class DialogueTokens:
             )
         return self._encode(text[len(self._rendered) :])
 
-    def _set_history(self, history: list[dict[str, Any]], text: str) -> None:
+    def _set_history(self, history: tuple[ChatMessage, ...], text: str) -> None:
         self._history, self._rendered = history, text
         self._generation = None
 
-    def _generation_prompt(self) -> tuple[str, list[int]]:
+    def _generation_prompt(self) -> tuple[str, Sequence[int]]:
         """The text `add_generation_prompt` adds after the current history, and its ids (computed once per history)."""
         if self._generation is None:
             if not self._history:
@@ -259,14 +299,14 @@ class DialogueTokens:
     def _generation_text(self) -> str:
         return self._generation_prompt()[0]
 
-    def _generation_prompt_ids(self) -> list[int]:
+    def _generation_prompt_ids(self) -> Sequence[int]:
         return self._generation_prompt()[1]
 
-    def _assistant_render(self, message: pb.Message) -> tuple[list[dict[str, Any]], str, str]:
+    def _assistant_render(self, message: pb.Message) -> tuple[tuple[ChatMessage, ...], str, str]:
         """The history with `message`, its rendering, and the text the template puts after the turn-end marker."""
         if message.role != pb.ROLE_ASSISTANT:
             raise ValueError(f"expected an assistant message, got role {message.role}")
-        history = self._history + to_template_messages([chat_message(message)])
+        history = (*self._history, chat_message(message))
         text = self._render(history, generation_prompt=False)
         if not text.startswith(self._rendered):
             raise TemplateError("the chat template is not prefix-stable: an assistant turn rewrote earlier text")
@@ -282,7 +322,7 @@ class DialogueTokens:
             raise TemplateError(f"the chat template does not close assistant turns with {self.turn_end!r}")
         return history, text, delta[end + len(self.turn_end) :]
 
-    def _commit_assistant(self, history: list[dict[str, Any]], text: str) -> None:
+    def _commit_assistant(self, history: tuple[ChatMessage, ...], text: str) -> None:
         self._set_history(history, text)
         self._user_calling = False  # tool messages from here on answer the agent's calls
 
