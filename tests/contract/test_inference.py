@@ -196,10 +196,9 @@ def test_max_new_tokens_and_stop_ids(stub: Any) -> None:
 
 def test_concurrent_requests_are_batched_and_equal_unbatched(stub: Any, service: ServiceProcess) -> None:
     single = [list(generate(stub, p, max_new_tokens=16).token_ids) for p in PROMPTS]
-    steps_before = service.metric("eigenloop_inference_batch_size_count")
-    rows_before = service.metric("eigenloop_inference_batch_size_sum")
+    batches_before = service.metric("eigenloop_inference_batch_size_count")
+    requests_before = service.metric("eigenloop_inference_batch_size_sum")
     singles_before = service.metric("eigenloop_inference_batch_size_bucket", le="1.0")
-    tokens_before = service.metric("eigenloop_inference_tokens_generated_total")
     results: list[list[int] | None] = [None] * len(PROMPTS)
     barrier = threading.Barrier(len(PROMPTS))
 
@@ -213,13 +212,12 @@ def test_concurrent_requests_are_batched_and_equal_unbatched(stub: Any, service:
     for t in threads:
         t.join(30)
     assert results == single
-    # One observation per decode step, of the rows it decoded (one token each): the rows add up to the tokens.
-    steps = service.metric("eigenloop_inference_batch_size_count") - steps_before
-    tokens = service.metric("eigenloop_inference_tokens_generated_total") - tokens_before
-    assert service.metric("eigenloop_inference_batch_size_sum") - rows_before == tokens == sum(map(len, results))
-    # Requests were decoded together: fewer steps than tokens, and not every step had a single row.
-    assert steps < tokens
-    assert service.metric("eigenloop_inference_batch_size_bucket", le="1.0") - singles_before < steps
+    batches = service.metric("eigenloop_inference_batch_size_count") - batches_before
+    assert service.metric("eigenloop_inference_batch_size_sum") - requests_before == len(PROMPTS)
+    # Some batch held more than one request: fewer batches than requests, and not all of size 1.
+    assert batches < len(PROMPTS)
+    assert service.metric("eigenloop_inference_batch_size_bucket", le="1.0") - singles_before < batches
+    assert service.metric("eigenloop_inference_tokens_generated_total") > 0
 
 
 @pytest.mark.parametrize(

@@ -393,7 +393,7 @@ def test_local_is_thread_safe_and_batches_concurrent_calls(local: TransformersBa
     prompts = [USER, [ChatMessage("user", "where is my parcel? it is late")], HISTORY]
     expected = [local.complete(p, max_tokens=8) for p in prompts]  # one at a time
     sampled = local.complete(USER, temperature=1.0, max_tokens=8, seed=5)
-    calls_before, (steps_before, rows_before) = local.usage.calls, _decode_steps()
+    calls_before, batches_before = local.usage.calls, _batches()
     results: list[Any] = [None] * 8
 
     def worker(i: int) -> None:
@@ -410,19 +410,13 @@ def test_local_is_thread_safe_and_batches_concurrent_calls(local: TransformersBa
     # Prompts of different lengths decoded side by side give what each gives alone (greedy and seeded).
     assert results == [expected[i % 3] for i in range(7)] + [sampled]
     assert local.usage.calls == calls_before + 8
-    steps, rows = _decode_steps()
-    assert rows - rows_before > steps - steps_before  # some calls shared a decode step
+    assert _batches() - batches_before < 8  # some calls shared a forward pass
 
 
-def _decode_steps() -> tuple[float, float]:
-    """(decode steps, rows decoded over them) so far, from the engine's batch-size histogram."""
+def _batches() -> float:
     from eigenloop.inference.engine import BATCH_SIZE
 
-    samples = [s for m in BATCH_SIZE.collect() for s in m.samples]
-    return (
-        sum(s.value for s in samples if s.name.endswith("_count")),
-        sum(s.value for s in samples if s.name.endswith("_sum")),
-    )
+    return sum(s.value for m in BATCH_SIZE.collect() for s in m.samples if s.name.endswith("_count"))
 
 
 def test_local_prompt_past_the_context_is_a_backend_error(tmp_path: Path) -> None:

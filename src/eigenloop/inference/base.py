@@ -19,7 +19,7 @@ FinishReason = Literal["stop", "length", "abort"]
 
 BATCH_SIZE = Histogram(
     "eigenloop_inference_batch_size",
-    "Requests decoded together in one decode step.",
+    "Requests decoded together in one batch.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 TOKENS_GENERATED = Counter("eigenloop_inference_tokens_generated_total", "Tokens sampled, over all requests.")
@@ -28,7 +28,7 @@ POLICY_VERSION = Gauge("eigenloop_inference_policy_version", "The policy version
 REQUESTS = Counter("eigenloop_inference_requests_total", "Finished generate requests.", ["finish_reason"])
 BATCH_SECONDS = Histogram(
     "eigenloop_inference_batch_seconds",
-    "Busy periods of the batcher: from a batch's first prefill until no row is left.",
+    "Wall time of one batch, prefill to last token.",
     buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
 )
 WEIGHT_UPDATES = Counter("eigenloop_inference_weight_updates_total", "Weight updates by outcome.", ["outcome"])

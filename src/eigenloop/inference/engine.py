@@ -1,14 +1,9 @@
-"""A continuously batched generation engine over a local transformers causal LM, with atomic weight updates.
+"""A dynamically batched generation engine over a local transformers causal LM, with atomic weight updates.
 
 Many threads call `TransformersEngine.generate`; one background thread gathers the waiting requests for up to
-`batch_window_ms` (or until `max_batch_size` are waiting), left-pads them into one batch and decodes it with a KV
-cache, sampling each row with its own parameters. Batching is continuous: a row that finishes leaves the batch at
-once (its caller gets its result without waiting for longer rows), and requests that arrive meanwhile are encoded
-and join the running batch between two decode steps. Before, a batch ran until its longest row finished while new
-requests waited: with sampled multi-turn episodes, one long row stalled every other episode's next turn.
-
-The batcher holds the weights lock while any row runs, and `update_weights` takes the same lock to swap tensors;
-while an update waits, no request is admitted, so the running rows drain on the old weights. Every request is
+`batch_window_ms` (or until `max_batch_size` are waiting), left-pads them into one batch, and decodes it with a KV
+cache, sampling each row with its own parameters and stopping each row on its own. A batch holds the weights lock
+from its first forward to its last, and `update_weights` takes the same lock to swap tensors, so every request is
 generated entirely by one policy version, which it reports.
 
 Multi-turn episodes send their history again every turn; the KV states of each finished row are kept in a prefix
@@ -75,7 +70,7 @@ def load_tokenizer_and_model(path: str | Path, *, device: str | None = None) -> 
     return tokenizer, model
 
 
-@dataclass(eq=False)  # requests are told apart by identity: two may carry equal fields
+@dataclass
 class _Request:
     prompt_ids: list[int]
     temperature: float
@@ -88,84 +83,6 @@ class _Request:
     generated: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish: FinishReason | None = None
-
-
-def _new_cache(config: Any) -> Any:
-    try:
-        return DynamicCache(config=config)
-    except TypeError:  # older transformers
-        return DynamicCache()
-
-
-def _cache_of(config: Any, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
-    cache = _new_cache(config)
-    for index, (keys, values) in enumerate(layers):
-        cache.update(keys, values, index)
-    return cache
-
-
-@dataclass
-class _Running:
-    """The rows being decoded: their KV cache and attention mask (left-padded to one width), the position of each
-    row's next token, and the logits its next token is sampled from."""
-
-    config: Any
-    """The model's config (a rebuilt cache needs it)."""
-    rows: list[_Request]
-    cache: Any
-    mask: torch.Tensor
-    next_pos: torch.Tensor
-    logits: torch.Tensor
-
-    def _layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(layer.keys, layer.values) for layer in self.cache.layers]
-
-    def advanced(self, out: Any, mask: torch.Tensor) -> _Running:
-        """After feeding every row one token (the cache grew in place)."""
-        return _Running(self.config, self.rows, self.cache, mask, self.next_pos + 1, out.logits[:, -1, :].float())
-
-    def without(self, done: list[_Request]) -> _Running | None:
-        """The rows left once `done` leave; padding columns no row needs any more are dropped."""
-        keep = [i for i, r in enumerate(self.rows) if r not in done]
-        if not keep:
-            return None
-        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
-        mask = self.mask[index]
-        start = int(mask.any(dim=0).nonzero()[0, 0])
-        layers = [(k[index][:, :, start:], v[index][:, :, start:]) for k, v in self._layers()]
-        return _Running(
-            self.config,
-            [self.rows[i] for i in keep],
-            _cache_of(self.config, layers),
-            mask[:, start:],
-            self.next_pos[index],
-            self.logits[index],
-        )
-
-    def merged(self, other: _Running) -> _Running:
-        """One batch of both: the narrower side is left-padded (masked) to the wider one's width."""
-        width = max(self.mask.shape[1], other.mask.shape[1])
-
-        def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
-            missing = width - t.shape[dim]
-            if not missing:
-                return t
-            shape = list(t.shape)
-            shape[dim] = missing
-            return torch.cat([t.new_zeros(shape), t], dim=dim)
-
-        layers = [
-            (torch.cat([pad(k1, 2), pad(k2, 2)]), torch.cat([pad(v1, 2), pad(v2, 2)]))
-            for (k1, v1), (k2, v2) in zip(self._layers(), other._layers(), strict=True)
-        ]
-        return _Running(
-            self.config,
-            self.rows + other.rows,
-            _cache_of(self.config, layers),
-            torch.cat([pad(self.mask, 1), pad(other.mask, 1)]),
-            torch.cat([self.next_pos, other.next_pos]),
-            torch.cat([self.logits, other.logits]),
-        )
 
 
 class TransformersEngine:
@@ -226,7 +143,6 @@ class TransformersEngine:
 
         self._weights_lock = threading.Lock()  # held by a whole batch, and by a weight swap
         self._update_lock = threading.Lock()  # one update at a time (validation happens outside the weights lock)
-        self._updates_waiting = 0  # while > 0 no request is admitted, so the running rows drain and the swap goes first
         self._version = 0
         self._checkpoint = self.path
         self._updated_at = time.time()
@@ -314,20 +230,13 @@ class TransformersEngine:
             staged = {name: t.to(device) for name, t in tensors.items()}  # copied before the lock: short swap
             targets = self.model.state_dict(keep_vars=True)
             started = time.perf_counter()
-            with self._cond:
-                self._updates_waiting += 1
-            try:
-                with self._weights_lock, torch.no_grad():
-                    for name, tensor in staged.items():
-                        targets[name].data.copy_(tensor)
-                    self._prefix.clear()  # KV states of the old weights
-                    self._version = version
-                    self._checkpoint = checkpoint or f"update:{version}"
-                    self._updated_at = time.time()
-            finally:
-                with self._cond:
-                    self._updates_waiting -= 1
-                    self._cond.notify_all()
+            with self._weights_lock, torch.no_grad():
+                for name, tensor in staged.items():
+                    targets[name].data.copy_(tensor)
+                self._prefix.clear()  # KV states of the old weights
+                self._version = version
+                self._checkpoint = checkpoint or f"update:{version}"
+                self._updated_at = time.time()
             POLICY_VERSION.set(version)
             WEIGHT_UPDATES.labels("ok").inc()
             log.info(
@@ -375,10 +284,8 @@ class TransformersEngine:
     # -- batching --------------------------------------------------------------------------------------------
 
     def _take_batch(self) -> list[_Request] | None:
-        """The first requests of a new batch: waits for one, then up to the batch window for more; never while a
-        weight update waits (it goes first)."""
         with self._cond:
-            while (not self._pending or self._updates_waiting) and not self._closed:
+            while not self._pending and not self._closed:
                 self._cond.wait()
             if self._closed:
                 return None
@@ -388,19 +295,9 @@ class TransformersEngine:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            return self._pop_pending(self.max_batch_size)
-
-    def _admit(self, room: int) -> list[_Request]:
-        """Requests to join the running batch now (no waiting); none while a weight update waits."""
-        with self._cond:
-            if self._updates_waiting or room <= 0:
-                return []
-            return self._pop_pending(room)
-
-    def _pop_pending(self, count: int) -> list[_Request]:
-        batch, self._pending = self._pending[:count], self._pending[count:]
-        QUEUE_DEPTH.set(len(self._pending))
-        return batch
+            batch, self._pending = self._pending[: self.max_batch_size], self._pending[self.max_batch_size :]
+            QUEUE_DEPTH.set(len(self._pending))
+            return batch
 
     def _run(self) -> None:
         while True:
@@ -408,80 +305,41 @@ class TransformersEngine:
             if batch is None:
                 return
             started = time.perf_counter()
-            with self._weights_lock:
-                self._serve(batch, self._version)
-            BATCH_SECONDS.observe(time.perf_counter() - started)
-
-    @torch.inference_mode()
-    def _serve(self, first: list[_Request], version: int) -> None:
-        """Decode until no row is left, admitting waiting requests between steps. A failure fails the rows it
-        touched, never the batcher."""
-        owned = list(first)  # taken from the queue, result not yet set
-        try:
-            running: _Running | None = self._prefill(first)
-            while running is not None:
-                BATCH_SIZE.observe(len(running.rows))
-                done = self._step(running)
-                for request in done:
-                    finish = request.finish or "abort"
-                    request.future.set_result(Generation(request.generated, request.logprobs, finish, version))
-                    REQUESTS.labels(finish).inc()
-                    owned.remove(request)
-                if done:
-                    running = running.without(done)
-                if running is not None:
-                    running = running.advanced(*self._forward(running))
-                newcomers = self._admit(self.max_batch_size - (len(running.rows) if running else 0))
-                if newcomers:
-                    owned += newcomers
-                    fresh = self._prefill(newcomers)
-                    running = fresh if running is None else running.merged(fresh)
-        except Exception as err:  # the requests get the error; the batcher lives on
-            log.exception("batch failed", extra={"batch_size": len(owned)})
-            for request in owned:
-                if not request.future.done():
-                    request.future.set_exception(err)
-
-    def _step(self, running: _Running) -> list[_Request]:
-        """Sample one token for every row from its last logits; return the rows that finished with it."""
-        logprobs = torch.log_softmax(running.logits, dim=-1)
-        tokens = self._sample(running.logits, running.rows)
-        chosen = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
-        done = []
-        for request, token, logprob in zip(running.rows, tokens.tolist(), chosen, strict=True):
-            request.generated.append(token)
-            request.logprobs.append(logprob)
-            if token in request.stop_ids or token in self.eos_token_ids:
-                request.finish = "stop"
-            elif len(request.generated) >= request.max_new_tokens or (
-                len(request.prompt_ids) + len(request.generated) >= self.max_model_len
-            ):
-                request.finish = "length"
-            else:
+            try:
+                with self._weights_lock:
+                    version = self._version
+                    self._decode(batch)
+            except Exception as err:  # a failed batch fails its requests, never the batcher
+                log.exception("batch failed", extra={"batch_size": len(batch)})
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(err)
                 continue
-            done.append(request)
-        TOKENS_GENERATED.inc(len(running.rows))
-        if done and self._prefix.max_entries:
-            self._remember(running, done)
-        return done
+            BATCH_SIZE.observe(len(batch))
+            BATCH_SECONDS.observe(time.perf_counter() - started)
+            for request in batch:
+                finish = request.finish or "abort"
+                REQUESTS.labels(finish).inc()
+                request.future.set_result(Generation(request.generated, request.logprobs, finish, version))
 
-    def _forward(self, running: _Running) -> Any:
-        """Feed every row its last sampled token."""
-        step = torch.tensor([[r.generated[-1]] for r in running.rows], dtype=torch.long, device=self.device)
-        mask = torch.cat([running.mask, running.mask.new_ones((len(running.rows), 1))], dim=1)
-        return self._model_forward(step, mask, running.next_pos, running.cache), mask
-
-    def _model_forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> Any:
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> Any:
         kwargs: dict[str, Any] = {self._cache_kwarg: cache}
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = 1
         return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
 
-    def _prefill(self, batch: list[_Request]) -> _Running:
+    def _new_cache(self) -> Any:
+        try:
+            return DynamicCache(config=self.model.config)
+        except TypeError:  # older transformers
+            return DynamicCache()
+
+    def _prefill(self, batch: list[_Request]) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
         """Encode every row's prompt, reusing the KV states of a cached prefix where there is one.
 
         Rows are laid out as [left padding, cached prefix | padding, tokens to encode]: the input is as wide as
         the longest part any row has to encode, and a row with less to encode feeds some of its cached tokens again.
+        Returns (model output, attention mask, next positions, cache).
         """
         device = self.device
         entries = [self._prefix.longest_prefix(r.prompt_ids) for r in batch]
@@ -496,7 +354,7 @@ class TransformersEngine:
             mask[i, past - n : past] = 1
             mask[i, past + width - len(fed) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
-        cache = _new_cache(self.model.config)
+        cache = self._new_cache()
         if past:
             some = next(e for e in entries if e is not None)
             for layer, (k0, v0) in enumerate(zip(some.keys, some.values, strict=True)):
@@ -507,20 +365,52 @@ class TransformersEngine:
                         keys[i, :, past - n :] = entry.keys[layer][:, :n]
                         values[i, :, past - n :] = entry.values[layer][:, :n]
                 cache.update(keys, values, layer)
-        out = self._model_forward(input_ids, mask, positions, cache)
-        return _Running(
-            self.model.config, list(batch), cache, mask, positions[:, -1:] + 1, out.logits[:, -1, :].float()
-        )
+        out = self._forward(input_ids, mask, positions, cache)
+        return out, mask, positions[:, -1:] + 1, cache
 
-    def _remember(self, running: _Running, done: list[_Request]) -> None:
-        """Cache each finished row's KV states for prompt + completion (all but the last token, never fed)."""
-        for request in done:
-            i = running.rows.index(request)
+    def _remember(self, batch: list[_Request], cache: Any, mask: torch.Tensor) -> None:
+        """Cache each row's KV states for prompt + completion (all but the last token, which was never fed)."""
+        for i, request in enumerate(batch):
             tokens = (*request.prompt_ids, *request.generated[:-1])
-            where = running.mask[i].nonzero()[: len(tokens), 0]
-            keys = tuple(layer.keys[i][:, where].clone() for layer in running.cache.layers)
-            values = tuple(layer.values[i][:, where].clone() for layer in running.cache.layers)
+            where = mask[i].nonzero()[: len(tokens), 0]
+            keys = tuple(layer.keys[i][:, where].clone() for layer in cache.layers)
+            values = tuple(layer.values[i][:, where].clone() for layer in cache.layers)
             self._prefix.store(CachedPrefix(tokens, keys, values))
+
+    @torch.inference_mode()
+    def _decode(self, batch: list[_Request]) -> None:
+        device = self.device
+        out, mask, next_pos, cache = self._prefill(batch)
+        while True:
+            logits = out.logits[:, -1, :].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            tokens = self._sample(logits, batch)
+            chosen = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
+            step = tokens[:, None].to(device)
+            active = produced = 0
+            for i, (request, token) in enumerate(zip(batch, tokens.tolist(), strict=True)):
+                if request.finish is not None:
+                    step[i, 0] = self.pad_token_id
+                    continue
+                produced += 1
+                request.generated.append(token)
+                request.logprobs.append(chosen[i])
+                if token in request.stop_ids or token in self.eos_token_ids:
+                    request.finish = "stop"
+                elif len(request.generated) >= request.max_new_tokens or (
+                    len(request.prompt_ids) + len(request.generated) >= self.max_model_len
+                ):
+                    request.finish = "length"
+                else:
+                    active += 1
+            TOKENS_GENERATED.inc(produced)
+            if active == 0:
+                if self._prefix.max_entries:
+                    self._remember(batch, cache, mask)
+                return
+            mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=torch.long, device=device)], dim=1)
+            out = self._forward(step, mask, next_pos, cache)
+            next_pos = next_pos + 1
 
     @staticmethod
     def _sample(logits: torch.Tensor, batch: list[_Request]) -> torch.Tensor:
