@@ -109,7 +109,37 @@ def as_token_ids(value: Any) -> list[int]:
     return [int(v) for v in value]
 
 
-def check_request(prompt_ids: list[int], params: pb.SamplingParams, *, vocab_size: int, max_model_len: int) -> int:
+class ServedModel:
+    """What an engine knows of the model it serves, and the `validate` / `info` answers both engines give from it."""
+
+    backend: str
+    """"transformers" or "vllm", as GetModelInfo reports it."""
+    model_id: str
+    vocab_size: int
+    max_model_len: int
+    num_parameters: int
+    eos_token_ids: list[int]
+
+    def validate(self, prompt_ids: list[int], params: pb.SamplingParams) -> int:
+        """Raise InvalidRequestError when the request cannot be served; return the effective max_new_tokens."""
+        return _check_request(prompt_ids, params, vocab_size=self.vocab_size, max_model_len=self.max_model_len)
+
+    def described(self, version: int, checkpoint: str, updated_at: float) -> EngineInfo:
+        """The engine's info at one version (the caller reads version, checkpoint and time under its own lock)."""
+        return EngineInfo(
+            model_id=self.model_id,
+            vocab_size=self.vocab_size,
+            max_model_len=self.max_model_len,
+            num_parameters=self.num_parameters,
+            eos_token_ids=list(self.eos_token_ids),
+            version=version,
+            checkpoint=checkpoint,
+            updated_at=updated_at,
+            backend=self.backend,
+        )
+
+
+def _check_request(prompt_ids: list[int], params: pb.SamplingParams, *, vocab_size: int, max_model_len: int) -> int:
     """Raise InvalidRequestError when the request cannot be served; return the effective max_new_tokens
     (`params.max_new_tokens`, or the room left in the context when that is 0)."""
     if not prompt_ids:

@@ -43,10 +43,10 @@ from eigenloop.inference.base import (
     FinishReason,
     Generation,
     InvalidRequestError,
+    ServedModel,
     StaleVersionError,
     WeightMismatchError,
     as_token_ids,
-    check_request,
 )
 from eigenloop.inference.prefix_cache import CachedPrefix, PrefixCache
 from eigenloop.llm.base import BackendError
@@ -85,7 +85,7 @@ class _Request:
     finish: FinishReason | None = None
 
 
-class TransformersEngine:
+class TransformersEngine(ServedModel):
     """One causal LM serving `generate` calls from many threads, batched dynamically.
 
     Sampling per request: temperature 0 is greedy (argmax), otherwise softmax(logits / temperature) after top_k
@@ -98,6 +98,8 @@ class TransformersEngine:
     stop ids (included in the output, finish "stop"), or after `max_new_tokens` / at the context end ("length").
     Greedy results are independent of which requests share a batch (left padding, masked and position-corrected).
     """
+
+    backend = "transformers"
 
     def __init__(
         self,
@@ -167,22 +169,7 @@ class TransformersEngine:
 
     def info(self) -> EngineInfo:
         with self._update_lock:
-            version, checkpoint, updated_at = self._version, self._checkpoint, self._updated_at
-        return EngineInfo(
-            model_id=self.model_id,
-            vocab_size=self.vocab_size,
-            max_model_len=self.max_model_len,
-            num_parameters=self.num_parameters,
-            eos_token_ids=list(self.eos_token_ids),
-            version=version,
-            checkpoint=checkpoint,
-            updated_at=updated_at,
-            backend="transformers",
-        )
-
-    def validate(self, prompt_ids: list[int], params: pb.SamplingParams) -> int:
-        """Raise InvalidRequestError when the request cannot be served; return the effective max_new_tokens."""
-        return check_request(prompt_ids, params, vocab_size=self.vocab_size, max_model_len=self.max_model_len)
+            return self.described(self._version, self._checkpoint, self._updated_at)
 
     def submit(self, prompt_ids: list[int], params: pb.SamplingParams) -> Future[Generation]:
         """Queue a request (validated first: InvalidRequestError); the future resolves when its row finishes."""

@@ -52,10 +52,10 @@ from eigenloop.inference.base import (
     FinishReason,
     Generation,
     InvalidRequestError,
+    ServedModel,
     StaleVersionError,
     WeightMismatchError,
     as_token_ids,
-    check_request,
 )
 from eigenloop.inference.vllm_worker import LOAD_WEIGHTS, QUALNAME
 from eigenloop.llm.base import BackendError
@@ -181,7 +181,7 @@ class _Swap:
     """Resolves to what each worker loaded (tensor counts) once the new version serves."""
 
 
-class VLLMEngine:
+class VLLMEngine(ServedModel):
     """One `vllm.LLM` serving `generate` calls from many threads, batched continuously by vLLM.
 
     Sampling per request as in TransformersEngine: temperature 0 is greedy; top_k 0 and top_p 0 or 1 are off; `seed`
@@ -189,6 +189,8 @@ class VLLMEngine:
     can still depend on the batch composition on a GPU). `max_new_tokens` 0 means up to the end of the context. A
     request ends on EOS or one of its stop ids (included, finish "stop") or at its length limit ("length").
     """
+
+    backend = "vllm"
 
     def __init__(
         self,
@@ -256,22 +258,7 @@ class VLLMEngine:
 
     def info(self) -> EngineInfo:
         with self._cond:
-            version, checkpoint, updated_at = self._version, self._checkpoint, self._updated_at
-        return EngineInfo(
-            model_id=self.model_id,
-            vocab_size=self.vocab_size,
-            max_model_len=self.max_model_len,
-            num_parameters=self.num_parameters,
-            eos_token_ids=list(self.eos_token_ids),
-            version=version,
-            checkpoint=checkpoint,
-            updated_at=updated_at,
-            backend="vllm",
-        )
-
-    def validate(self, prompt_ids: list[int], params: pb.SamplingParams) -> int:
-        """Raise InvalidRequestError when the request cannot be served; return the effective max_new_tokens."""
-        return check_request(prompt_ids, params, vocab_size=self.vocab_size, max_model_len=self.max_model_len)
+            return self.described(self._version, self._checkpoint, self._updated_at)
 
     def sampling_params(self, params: pb.SamplingParams, max_new_tokens: int) -> Any:
         """The vllm.SamplingParams serving `params` (validated) for at most `max_new_tokens` tokens."""
