@@ -7,7 +7,8 @@ exponential moving average that starts at 1, so the first draws are uniform), pl
 is still rolled out now and then and a regression shows. A family is the agent's gold tool sequence
 (`get_order>cancel_order`): tasks that need the same decisions and arguments.
 
-Both streams are deterministic given their state, which goes into GRPO checkpoints (`state()` / `restore`).
+Both streams are deterministic given their state, which goes into GRPO checkpoints (`state()`, given back to the
+constructor on resume).
 """
 
 from __future__ import annotations
@@ -112,11 +113,10 @@ class PassRateTasks:
         self._floor, self._decay = floor, decay
         self._lock = threading.Lock()
         state = state or {}
-        self.drawn = int(state.get("drawn", 0))
         self.mixed: dict[str, float] = {f: float(state.get("mixed", {}).get(f, 1.0)) for f in self._families}
         self.pass_rate: dict[str, float | None] = {f: state.get("pass_rate", {}).get(f) for f in self._families}
-        self.positions: dict[str, int] = {f: int(state.get("positions", {}).get(f, 0)) for f in self._families}
         self.draws: dict[str, int] = {f: int(state.get("draws", {}).get(f, 0)) for f in self._families}
+        """Tasks drawn from each family so far: also where the family's pass order goes on."""
 
     def __iter__(self) -> Iterator[pb.Task]:
         return self
@@ -129,12 +129,10 @@ class PassRateTasks:
     def __next__(self) -> pb.Task:
         weights = self.weights()
         with self._lock:
-            rng = random.Random(f"{self._seed}:draw:{self.drawn}")
+            rng = random.Random(f"{self._seed}:draw:{sum(self.draws.values())}")
             family = rng.choices(sorted(weights), [weights[f] for f in sorted(weights)])[0]
-            self.positions[family] += 1
             self.draws[family] += 1
-            self.drawn += 1
-            return self._passes[family].at(self.positions[family] - 1)
+            return self._passes[family].at(self.draws[family] - 1)
 
     def record(self, task: pb.Task, rewards: Sequence[float]) -> None:
         family = self._family_of.get(task.id)
@@ -149,13 +147,7 @@ class PassRateTasks:
 
     def state(self) -> dict[str, Any]:
         with self._lock:
-            return {
-                "drawn": self.drawn,
-                "mixed": dict(self.mixed),
-                "pass_rate": dict(self.pass_rate),
-                "positions": dict(self.positions),
-                "draws": dict(self.draws),
-            }
+            return {"mixed": dict(self.mixed), "pass_rate": dict(self.pass_rate), "draws": dict(self.draws)}
 
 
 def task_stream(
