@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVICES := $(wildcard services/*/pyproject.toml)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck contracts bench clean deploy-tools image-tools test-images reliability
+.PHONY: setup demo test lint typecheck contracts bench clean deploy-tools image-tools test-images reliability test-gpu
 
 $(STAMP): pyproject.toml $(SERVICES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,6 +63,13 @@ reliability: setup
 	$(BIN)/python benchmarks/soak.py
 	EIGENLOOP_RELIABILITY_RECORDS=docs/reliability.json $(BIN)/python -m pytest tests/reliability -q
 	$(BIN)/python scripts/reliability_report.py docs/reliability.json benchmarks/results/soak.json > docs/reliability.md
+
+# On a CUDA machine, with its own torch (not the CPU wheel setup installs) and eigenloop importable: the model
+# tests again with the inference service and the trainer on the GPU, and the CPU-vs-CUDA comparisons in tests/gpu.
+GPU_TESTS := tests/gpu tests/contract/test_inference.py tests/rollout/test_services.py tests/training/test_grpo.py \
+	tests/training/test_sft.py
+test-gpu:
+	EIGENLOOP_TEST_DEVICE=cuda $(PY) -m pytest -q -rs $(GPU_TESTS)
 
 clean:
 	rm -rf $(VENV) .eigenloop .pytest_cache .mypy_cache .ruff_cache

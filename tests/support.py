@@ -16,6 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from eigenloop.launcher import HOST, free_port, health
 
 REPO = Path(__file__).resolve().parents[1]
+# The torch device of the model-serving and training tests (the inference service's --device, the trainer's
+# model.device). CI runs them on cpu; on a GPU machine `EIGENLOOP_TEST_DEVICE=cuda pytest ...` runs the same tests
+# on CUDA.
+TEST_DEVICE = os.environ.get("EIGENLOOP_TEST_DEVICE", "cpu")
 
 
 class ServiceProcess:

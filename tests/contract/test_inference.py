@@ -38,7 +38,7 @@ from eigenloop.llm.base import ChatMessage  # noqa: E402
 from eigenloop.llm.local import TransformersBackend  # noqa: E402
 from eigenloop.llm.openai_backend import OpenAIBackend  # noqa: E402
 from tests.llm_fixtures import build_tiny_chat_model  # noqa: E402
-from tests.support import ServiceProcess  # noqa: E402
+from tests.support import TEST_DEVICE, ServiceProcess  # noqa: E402
 
 INFERENCE = "eigenloop_inference.server"
 PROMPTS = [
@@ -73,7 +73,7 @@ def original_state(reference: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def service(model_dir: Path) -> Iterator[ServiceProcess]:
     args = ["--model", str(model_dir), "--http-port", str(free_port()), "--max-batch-size", "8"]
-    args += ["--batch-window-ms", "40", "--log-json", "false"]
+    args += ["--batch-window-ms", "40", "--log-json", "false", "--device", TEST_DEVICE]
     with ServiceProcess(INFERENCE, args) as svc:
         svc.http_port = int(args[3])  # type: ignore[attr-defined]
         yield svc

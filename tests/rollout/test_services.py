@@ -28,7 +28,7 @@ from eigenloop.rollout.policy import LocalPolicy, RemotePolicy  # noqa: E402
 from eigenloop.rollout.services import LocalEnvironments, LocalUsers, RemoteEnvironments, RemoteUsers  # noqa: E402
 from eigenloop.rollout.tokens import DialogueTokens, read_policy_turn  # noqa: E402
 from eigenloop.usersim.policies import ProceduralUser  # noqa: E402
-from tests.support import ServiceProcess, wait_for  # noqa: E402
+from tests.support import TEST_DEVICE, ServiceProcess, wait_for  # noqa: E402
 
 TOOLENV, USER_SIM, INFERENCE = "eigenloop_toolenv.server", "eigenloop_user_sim.server", "eigenloop_inference.server"
 EPISODE = EpisodeConfig(max_turns=3, max_new_tokens=16, max_tokens=4096)
@@ -43,6 +43,7 @@ def toolenv() -> Iterator[ServiceProcess]:
 @pytest.fixture(scope="module")
 def inference(tiny_model_dir: Path) -> Iterator[ServiceProcess]:
     args = ["--model", str(tiny_model_dir), "--http-port", "-1", "--max-batch-size", "16", "--batch-window-ms", "5"]
+    args += ["--device", TEST_DEVICE]
     with ServiceProcess(INFERENCE, args) as service:
         yield service
 

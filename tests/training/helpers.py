@@ -12,6 +12,7 @@ import yaml
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.data import write_jsonl
+from tests.support import TEST_DEVICE
 
 REASONS = {"I ordered it by mistake": "mistake", "I found it cheaper": "found_cheaper"}
 
@@ -59,7 +60,7 @@ def sft_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
         "steps": 4,
         "batch_size": 4,
         "threads": 1,
-        "model": {"init": {"preset": "tiny", "vocab_size": 300}},
+        "model": {"init": {"preset": "tiny", "vocab_size": 300}, "device": TEST_DEVICE},
         "data": {"tasks": [str(tasks)], "max_length": 256, "eval_fraction": 0.2},
         "checkpoint": {"every": 2, "keep_last": 2},
         "eval_every": 2,

@@ -17,6 +17,7 @@ from eigenloop.training.data import layout
 from eigenloop.training.grpo import advantages, filter_groups, grpo_loss, policy_batch, run_grpo
 from eigenloop.training.metrics import read_metrics
 from eigenloop.training.rollouts import FileSource
+from tests.support import TEST_DEVICE
 from tests.training.helpers import dialogue_task, trajectory, write_tasks, write_trajectories
 
 
@@ -146,7 +147,7 @@ def test_grpo_run_syncs_every_step_and_logs_metrics(tmp_path: Path, sft_model: P
         "run_dir": str(tmp_path / "grpo"),
         "steps": 3,
         "threads": 1,
-        "model": {"path": str(sft_model)},
+        "model": {"path": str(sft_model), "device": TEST_DEVICE},
         "data": {"tasks": [str(tmp_path / "tasks.jsonl")], "max_length": 256},
         "rollouts": {"source": "file", "path": str(tmp_path / "traj.jsonl"), "tasks_per_step": 3},
         "loss": {"sft_weight": 0.1, "kl_coef": 0.05, "sft_batch_size": 2},
@@ -199,7 +200,7 @@ def test_grpo_with_the_rollout_manager_and_a_real_inference_server(tmp_path: Pat
     from eigenloop.inference.engine import TransformersEngine
     from eigenloop_inference.server import InferenceServicer
 
-    engine = TransformersEngine(sft_model, max_batch_size=8, batch_window_ms=2)
+    engine = TransformersEngine(sft_model, device=TEST_DEVICE, max_batch_size=8, batch_window_ms=2)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16), options=[("grpc.max_receive_message_length", 64 << 20)]
     )
@@ -211,7 +212,7 @@ def test_grpo_with_the_rollout_manager_and_a_real_inference_server(tmp_path: Pat
             "run_dir": str(tmp_path / "grpo"),
             "steps": 2,
             "threads": 1,
-            "model": {"path": str(sft_model)},
+            "model": {"path": str(sft_model), "device": TEST_DEVICE},
             # Short prompts (no policy text, no tool listing): the model learned its tools from SFT.
             "data": {
                 "domains": ["toy"],
@@ -251,7 +252,7 @@ def _grpo_config(tmp_path: Path, sft_model: Path, run: str) -> GRPOConfig:
             "run_dir": str(tmp_path / run),
             "steps": 4,
             "threads": 1,
-            "model": {"path": str(sft_model)},
+            "model": {"path": str(sft_model), "device": TEST_DEVICE},
             "data": {"tasks": [str(tmp_path / "tasks.jsonl")], "max_length": 256},
             "rollouts": {"source": "file", "path": str(tmp_path / "traj.jsonl"), "tasks_per_step": 2},
             "loss": {"sft_weight": 0.1, "kl_coef": 0.05, "sft_batch_size": 2},

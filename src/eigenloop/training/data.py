@@ -11,7 +11,7 @@ import functools
 import hashlib
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -203,25 +203,17 @@ class Rows:
         return int(self.input_ids.shape[0])
 
     def slice(self, start: int, stop: int) -> Rows:
-        return Rows(
-            self.input_ids[start:stop],
-            self.position_ids[start:stop],
-            self.weights[start:stop],
-            self.sequence[start:stop],
-            self.old_logprobs[start:stop],
-            self.advantages[start:stop],
-        )
+        return self._map(lambda t: t[start:stop])
 
     def select(self, indices: Sequence[int]) -> Rows:
         at = torch.tensor(list(indices), dtype=torch.long)
-        return Rows(
-            self.input_ids[at],
-            self.position_ids[at],
-            self.weights[at],
-            self.sequence[at],
-            self.old_logprobs[at],
-            self.advantages[at],
-        )
+        return self._map(lambda t: t[at])
+
+    def to(self, device: torch.device) -> Rows:
+        return self._map(lambda t: t.to(device))
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Rows:
+        return Rows(*(fn(getattr(self, f.name)) for f in fields(self)))
 
 
 def layout(

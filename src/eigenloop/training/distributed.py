@@ -46,14 +46,14 @@ class DistContext:
     def all_sum(self, value: float) -> float:
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)  # nccl reduces CUDA tensors only
         dist.all_reduce(t)
         return float(t.item())
 
     def all_max(self, value: int) -> int:
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.int64)
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
 

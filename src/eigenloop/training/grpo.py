@@ -178,9 +178,10 @@ def recompute_logprobs(model: Any, batch: PolicyBatch) -> list[list[float]]:
     """The trained model's own logprobs of each trajectory's tokens (old_logprobs: recompute)."""
     model.eval()
     out = []
+    device = next(model.parameters()).device
     try:
         for example in batch.examples:
-            ids = torch.tensor([example.token_ids])
+            ids = torch.tensor([example.token_ids], device=device)
             logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
             lp = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
             out.append([0.0, *lp.tolist()])

@@ -174,10 +174,10 @@ class TrainingRun:
         return ref
 
     def my_rows(self, rows: Rows) -> Rows:
-        """This process's rows (the caller laid out `min_rows` so every process gets as many)."""
-        if not self.ctx.enabled:
-            return rows
-        return rows.select(list(self.ctx.shard(len(rows))))
+        """This process's rows (the caller laid out `min_rows` so every process gets as many), on its device."""
+        if self.ctx.enabled:
+            rows = rows.select(list(self.ctx.shard(len(rows))))
+        return rows.to(self.ctx.device)
 
     def step(self, parts: Sequence[tuple[Rows, StepLoss]]) -> StepResult:
         """One optimizer step over this process's rows of each (rows, loss) part, `micro_batch_rows` at a time;
