@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.inference.base import (
@@ -48,6 +48,7 @@ from eigenloop.inference.base import (
     WeightMismatchError,
     as_token_ids,
 )
+from eigenloop.inference.kv_cache import reserved_cache
 from eigenloop.inference.prefix_cache import CachedPrefix, PrefixCache
 from eigenloop.llm.base import BackendError
 
@@ -315,12 +316,6 @@ class TransformersEngine(ServedModel):
             kwargs["logits_to_keep"] = 1
         return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
 
-    def _new_cache(self) -> Any:
-        try:
-            return DynamicCache(config=self.model.config)
-        except TypeError:  # older transformers
-            return DynamicCache()
-
     def _prefill(self, batch: list[_Request]) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
         """Encode every row's prompt, reusing the KV states of a cached prefix where there is one.
 
@@ -341,7 +336,7 @@ class TransformersEngine(ServedModel):
             mask[i, past - n : past] = 1
             mask[i, past + width - len(fed) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
-        cache = self._new_cache()
+        cache = reserved_cache(self.model.config, reserve=max(r.max_new_tokens for r in batch))
         if past:
             some = next(e for e in entries if e is not None)
             for layer, (k0, v0) in enumerate(zip(some.keys, some.values, strict=True)):
