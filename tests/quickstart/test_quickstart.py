@@ -104,7 +104,7 @@ def test_interrupted_run_resumes_after_its_last_finished_stage(tmp_path: Path, m
         raise KeyboardInterrupt
 
     out = tmp_path / "run"
-    monkeypatch.setattr(model_stage, "build_models", interrupt)
+    monkeypatch.setattr(model_stage, "build_model_and_tokenizer", interrupt)
     first = runner.invoke(app, ["quickstart", "--fast", "--out", str(out)])
     assert first.exit_code == 130
     assert "during model" in said(first) and "--resume" in said(first)

@@ -1,4 +1,4 @@
-"""The quickstart's tokenizer and untrained models: a BPE trained on the synthesized dialogues, two small Qwen2s.
+"""The quickstart's tokenizer and untrained model: a BPE trained on the synthesized dialogues, a small Qwen2.
 
 The chat template is eigenloop's ChatML template with a compact tool listing: one line per tool, its name and
 argument names, instead of the full JSON Schema with descriptions. The tools are the same; only their rendering
@@ -35,25 +35,20 @@ def dialogue_texts(tasks: list[pb.Task], prompt: dict[str, Any]) -> list[str]:
     return [str(bootstrap.decode(e.token_ids)) for e in examples]
 
 
-def build_models(
+def build_model_and_tokenizer(
     tasks: list[pb.Task], spec: ModelSection, out: Path, seed: int, prompt: dict[str, Any]
 ) -> dict[str, Any]:
-    """`out/agent` and `out/user`: the same tokenizer, two freshly initialised models. `prompt`: the agent's prompt
-    options (config.agent_prompt). Returns a summary."""
+    """`out/agent`: the tokenizer and a freshly initialised model (agent SFT starts from it; the user model from the
+    agent's SFT model). `prompt`: the agent's prompt options (config.agent_prompt). Returns a summary."""
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the stage has its own line
     tokenizer = train_tokenizer(dialogue_texts(tasks, prompt), spec.vocab_size)
     tokenizer.chat_template = COMPACT_CHAT_TEMPLATE
-    sizes = {}
-    for offset, name in enumerate(("agent", "user")):
-        model = build_model(
-            spec.preset, tokenizer, max_position_embeddings=spec.max_position_embeddings, seed=seed + offset
-        )
-        save_model(out / name, tokenizer, model)
-        sizes[name] = sum(p.numel() for p in model.parameters())
+    model = build_model(spec.preset, tokenizer, max_position_embeddings=spec.max_position_embeddings, seed=seed)
+    save_model(out / "agent", tokenizer, model)
     lengths = [len(e.token_ids) for e in agent_examples(tokenizer, tasks, **prompt)]
     return {
         "vocab_size": len(tokenizer),
-        "parameters": sizes["agent"],
+        "parameters": sum(p.numel() for p in model.parameters()),
         "agent_dialogue_tokens_mean": sum(lengths) / max(len(lengths), 1),
         "agent_dialogue_tokens_max": max(lengths, default=0),
     }
