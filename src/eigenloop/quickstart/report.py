@@ -141,7 +141,8 @@ def write_quickstart_report(config: QuickstartConfig, out: Path) -> tuple[Path, 
             "tasks where every sampled episode passed. A task passes when its checker gives reward 1. The "
             f"{results['sft']['tasks']} held-out tasks come from another database world; none of their user or "
             "order ids occurs in any training task. The simulated user is the fine-tuned user model at "
-            "temperature 0 (served by user_sim), in training and in evaluation.",
+            "temperature 0 (served by user_sim), in training and in evaluation; its SFT starts from the agent's "
+            "SFT model, which stands in for a pretrained base.",
             "## What leaves the SFT model imperfect",
             f"Nothing in the data was corrupted: every SFT dialogue is an accepted task whose gold replay passes "
             f"its own checker. What limits the SFT model is the demo's budget: {config.sft.steps} SFT steps of "
