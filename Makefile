@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python benchmarks/trainer.py
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/synthesis.py
+	$(BIN)/python benchmarks/quickstart_seeds.py
 
 # Soak (a few minutes), then every reliability test with its records, rendered as docs/reliability.md.
 reliability: setup
