@@ -62,3 +62,24 @@ def test_a_record_of_another_pipeline_is_refused(tmp_path: Path) -> None:
     (tmp_path / "stages.json").write_text(json.dumps({"other": {"seconds": 1, "summary": {}}}))
     with pytest.raises(StageError, match="does not have"):
         run_stages(_stages([]), tmp_path, resume=True)
+
+
+def test_agent_sft_starts_from_the_built_model_and_user_sft_from_the_agents_sft_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eigenloop.quickstart.train as train_stage
+    from eigenloop.quickstart.config import QuickstartConfig
+    from eigenloop.quickstart.pipeline import Paths, build_stages
+
+    started_from: dict[bool, Path] = {}
+
+    def record(config: QuickstartConfig, *, user: bool, model: Path, **kwargs: object) -> dict[str, object]:
+        started_from[user] = model
+        return {}
+
+    monkeypatch.setattr(train_stage, "train_sft", record)
+    stages = {s.name: s for s in build_stages(QuickstartConfig(fast=True), tmp_path, lambda *args: None)}
+    stages["sft"].run(tmp_path / "sft")
+    stages["user_sft"].run(tmp_path / "user_sft")
+    paths = Paths(tmp_path)
+    assert started_from == {False: paths.init_model, True: paths.sft_model}
