@@ -336,7 +336,8 @@ class TransformersEngine(ServedModel):
             mask[i, past - n : past] = 1
             mask[i, past + width - len(fed) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
-        cache = reserved_cache(self.model.config, reserve=max(r.max_new_tokens for r in batch))
+        # Room for the whole batch: the cached prefix, the tokens to encode and the longest completion.
+        cache = reserved_cache(self.model.config, capacity=past + width + max(r.max_new_tokens for r in batch))
         if past:
             some = next(e for e in entries if e is not None)
             for layer, (k0, v0) in enumerate(zip(some.keys, some.values, strict=True)):

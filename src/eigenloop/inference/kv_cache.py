@@ -2,9 +2,9 @@
 
 transformers' DynamicLayer concatenates every decode step's keys and values onto the cache, copying the whole
 cache each step: O(length) per token, most of a small model's decode time at a batch of 100+ rows and a few
-hundred tokens of history. A batch's final length is known when it starts (prompt + its longest max_new_tokens),
-so the room is reserved once and each step writes its token in place; the layer hands attention views of the
-filled part, as DynamicLayer hands its tensors.
+hundred tokens of history. A batch's final length is known when it starts (cached prefix + tokens to encode +
+its longest max_new_tokens), so the room is reserved once and each step writes its token in place; the layer hands
+attention views of the filled part, as DynamicLayer hands its tensors.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from transformers.cache_utils import DynamicLayer
 
 
 class ReservedLayer(DynamicLayer):  # type: ignore[no-untyped-call]
-    """A DynamicLayer with `reserve` tokens of room after its first update (more is added if a batch outgrows it)."""
+    """A DynamicLayer with room for `capacity` tokens from its first update (twice as much if they run out)."""
 
-    def __init__(self, reserve: int) -> None:
+    def __init__(self, capacity: int) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.reserve = reserve
+        self.capacity = capacity
         self.length = 0
         self._keys: torch.Tensor | None = None
         self._values: torch.Tensor | None = None
@@ -33,7 +33,8 @@ class ReservedLayer(DynamicLayer):  # type: ignore[no-untyped-call]
             self.lazy_initialization(key_states, value_states)
         end = self.length + key_states.shape[-2]
         if self._keys is None or self._values is None or end > self._keys.shape[-2]:
-            self._grow(key_states, value_states, end + self.reserve)
+            room = self.capacity if self._keys is None else 2 * self._keys.shape[-2]
+            self._grow(key_states, value_states, max(end, room))
         assert self._keys is not None and self._values is not None
         self._keys[:, :, self.length : end] = key_states
         self._values[:, :, self.length : end] = value_states
@@ -55,9 +56,9 @@ class ReservedLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         self._keys = self._values = None
 
 
-def reserved_cache(config: Any, reserve: int) -> DynamicCache:
+def reserved_cache(config: Any, capacity: int) -> DynamicCache:
     """transformers' cache for `config`, its plain full-attention layers replaced by ReservedLayers (sliding-window
     and other special layers stay as the library made them)."""
     cache = DynamicCache(config=config)
-    cache.layers = [ReservedLayer(reserve) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    cache.layers = [ReservedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
