@@ -11,32 +11,38 @@ Every GRPO variant starts from the full-data SFT model and user model of its see
 evaluated on that seed's held-out tasks with the fine-tuned user model. Pass@1 values are percent; the
 result keeps every seed's numbers next to the means.
 
-    python benchmarks/ablations.py [--seeds 0 1 2] [--out DIR] [--only data|user|algorithm ...]
+    python benchmarks/ablations.py [--seeds 0 1 2] [--out DIR] [--base DIR] [--only data|user|algorithm ...]
 
-Writes benchmarks/results/ablations.json. The budget (`bench_config`) is the quickstart default, the same for every
-row: one seed of the whole table is four synthesis runs, four agent SFTs, one user SFT, five GRPO runs and nine
-evaluations: about 70 minutes on 2 free cores (estimated from the stage times of one default run).
+Writes benchmarks/results/ablations.json, after every row (a stopped run keeps the rows it finished). The budget
+(`bench_config`) is the quickstart default, the same for every row. The full-data row and the default GRPO row are
+the default quickstart run of the seed, shared with benchmarks/quickstart_seeds.py (`--base`, run there if missing),
+so they are the numbers the quickstart reports. Each other row keeps its result in `<out>/seed-N/<row>/row.json`
+and is not run again. The rest of one seed is three synthesis runs with their agent SFTs and four GRPO runs, each
+followed by an evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result
-from eigenloop.data import read_tasks
+from benchmarks.quickstart_seeds import run_seed
+from eigenloop.data import read_tasks, write_json_atomic
 from eigenloop.quickstart.config import QuickstartConfig
 from eigenloop.quickstart.evaluate import goal_of
-from eigenloop.quickstart.pipeline import Paths, build_stages, evaluate_models
-from eigenloop.quickstart.stages import Stage, run_stages
+from eigenloop.quickstart.pipeline import STAGE_NAMES, Paths, build_stages, evaluate_models
+from eigenloop.quickstart.stages import finished_stages, run_stages
 
 METRICS = ("greedy_pass1", "sampled_pass1")
 
@@ -53,13 +59,12 @@ def _with(config: QuickstartConfig, **sections: dict[str, Any]) -> QuickstartCon
 
 
 DATA_VARIANTS: dict[str, dict[str, Any]] = {
-    "full": {},
     "no_evolve": {"evolve": False},
     "no_validate": {"validate_tasks": False},
     "no_diversity": {"diversity": False},
 }
+DEFAULT_GRPO = "grpo (fine-tuned user, filtering, no blend, G=8)"
 GRPO_VARIANTS: dict[str, dict[str, Any]] = {
-    "grpo (fine-tuned user, filtering, no blend, G=8)": {},
     "user: base (procedural) user model": {"user": "base"},
     "algorithm: no dynamic filtering": {"zero_variance_filter": False},
     "algorithm: SFT blend 0.1": {"sft_weight": 0.1},
@@ -72,8 +77,24 @@ def _log(what: str, done: int, total: int, detail: str) -> None:
         print(f"{time.strftime('%X')} {what} {done}/{total} {detail}", flush=True)
 
 
-def _select(stages: list[Stage], names: tuple[str, ...]) -> list[Stage]:
-    return [s for s in stages if s.name in names]
+def _run_through(config: QuickstartConfig, out: Path, last: str) -> None:
+    """Run (or resume) the pipeline's stages up to `last`, or up to the last one already finished in `out`."""
+    through = max(STAGE_NAMES.index(name) for name in (last, *finished_stages(out)))
+    stages = [s for s in build_stages(config, out, _log) if s.name in STAGE_NAMES[: through + 1]]
+    run_stages(stages, out, resume=True)
+
+
+Row = Callable[[QuickstartConfig, Path, Path], dict[str, Any]]
+
+
+def _cached(run_row: Row, config: QuickstartConfig, base: Path, out: Path) -> dict[str, Any]:
+    """A row's result, computed once: `out/row.json` holds it for every later run."""
+    path = out / "row.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    row = run_row(config, base, out)
+    write_json_atomic(path, row)
+    return row
 
 
 def data_stats(out: Path) -> dict[str, Any]:
@@ -81,20 +102,23 @@ def data_stats(out: Path) -> dict[str, Any]:
     return {"accepted": len(tasks), "by_type": dict(sorted(Counter(goal_of(t) for t in tasks).items()))}
 
 
-def data_row(config: QuickstartConfig, base: Path, out: Path, *, train: bool) -> dict[str, Any]:
-    """Synthesize with `config`; with `train`, fine-tune on what it accepted and evaluate that SFT model on the
-    full run's held-out tasks with the full run's user model (the same yardstick for every data variant)."""
-    stages = build_stages(config, out, _log)
-    run_stages(_select(stages, ("synth",)), out, resume=True)
+def base_rows(base: Path) -> dict[str, dict[str, Any]]:
+    """The full-data SFT row and the default GRPO row: the base run's own evaluation."""
+    results = json.loads((base / "eval" / "results.json").read_text())
+    return {
+        "data: full": {**data_stats(base), **{m: results["sft"][m] for m in METRICS}},
+        DEFAULT_GRPO: {m: results["grpo"][m] for m in METRICS},
+    }
+
+
+def data_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, Any]:
+    """Synthesize with `config`, fine-tune on what it accepted and evaluate that SFT model on the base run's
+    held-out tasks with the base run's user model (the same yardstick for every data variant)."""
+    _run_through(config, out, "synth")
     stats = data_stats(out)
-    if not train:
-        return stats
     if not stats["accepted"]:
         return {**stats, **dict.fromkeys(METRICS), "note": "no accepted task: nothing to fine-tune on"}
-    if out != base:
-        shutil.copy(Paths(base).heldout_tasks, Paths(out).heldout_tasks)
-    run_stages(_select(stages, ("synth", "model", "sft", "user_sft") if out == base else ("synth", "model", "sft")),
-               out, resume=True)  # fmt: skip
+    _run_through(config, out, "sft")
     results = evaluate_models(
         config, {"sft": Paths(out).sft_model}, out / "eval_sft", _log, heldout=Paths(base).heldout_tasks,
         user_model=Paths(base).user_model,
@@ -102,16 +126,16 @@ def data_row(config: QuickstartConfig, base: Path, out: Path, *, train: bool) ->
     return {**stats, **{m: results["sft"][m] for m in METRICS}}
 
 
-def grpo_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, float]:
-    """GRPO from the full-data run's SFT and user models (copied in), then evaluation of the GRPO model."""
-    if not (out / "grpo" / "model").is_dir():
+def grpo_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, Any]:
+    """GRPO from the base run's SFT and user models (copied in), then evaluation of the GRPO model."""
+    if "user_sft" not in finished_stages(out):
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         for stage in ("synth", "model", "sft", "user_sft"):
             shutil.copytree(base / stage, out / stage)
-        shutil.copy(base / "stages.json", out / "stages.json")
-        run_stages(_select(build_stages(config, out, _log), ("synth", "model", "sft", "user_sft", "grpo")), out,
-                   resume=True)  # fmt: skip
+        records = json.loads((base / "stages.json").read_text())
+        write_json_atomic(out / "stages.json", {k: v for k, v in records.items() if k in STAGE_NAMES[:4]})
+    _run_through(config, out, "grpo")
     paths = Paths(out)
     results = evaluate_models(
         config, {"grpo": paths.grpo_model}, out / "eval_grpo", _log, heldout=paths.heldout_tasks,
@@ -128,61 +152,57 @@ def _mean_rows(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return {**means, "per_seed": {str(s): r for s, r in per_seed.items()}}
 
 
+def write_table(rows: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespace, seconds: float) -> None:
+    table = {name: _mean_rows(per_seed) for name, per_seed in rows.items()}
+    write_result(
+        "ablations",
+        {
+            "sft_pass1": table.get("data: full", {}).get("greedy_pass1"),
+            "grpo_pass1": table.get(DEFAULT_GRPO, {}).get("greedy_pass1"),
+            "sft_pass1_sampled": table.get("data: full", {}).get("sampled_pass1"),
+            "grpo_pass1_sampled": table.get(DEFAULT_GRPO, {}).get("sampled_pass1"),
+            "ran": f"groups {args.only}",
+            "seeds": args.seeds,
+            "rows": table,
+            "budget": bench_config(0).model_dump(mode="json"),
+            "seconds": round(seconds, 1),
+            "note": "pass@1 in percent on held-out tasks (unseen entities): greedy, and sampled at T=1 "
+            f"(mean over {bench_config(0).eval.samples} samples per task); means over the seeds each row lists "
+            "(a row not yet run at a seed has no entry for it).",
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path(".eigenloop/ablations"))
+    parser.add_argument(
+        "--base", type=Path, default=Path(".eigenloop/quickstart-seeds"),
+        help="default quickstart runs, one per seed (seed-N), as benchmarks/quickstart_seeds.py writes them",
+    )  # fmt: skip
     groups = ["data", "user", "algorithm"]
     parser.add_argument("--only", nargs="+", choices=groups, default=groups, help="which ablation groups to run")
-    parser.add_argument(
-        "--synth-only", action="store_true", help="data rows: synthesis statistics only (no training, no GRPO rows)"
-    )
     args = parser.parse_args()
     started = time.perf_counter()
     rows: dict[str, dict[int, dict[str, Any]]] = {}
-
-    def announce(name: str, seed: int) -> dict[int, dict[str, Any]]:
-        print(f"{time.strftime('%X')} === {name}, seed {seed}", flush=True)
-        return rows.setdefault(name, {})
-
     for seed in args.seeds:
         config = bench_config(seed)
-        base = args.out / f"seed-{seed}" / "data-full"
-        for name, change in DATA_VARIANTS.items():
-            if name != "full" and "data" not in args.only:
-                continue
-            # Only the full run writes held-out tasks; the variants are evaluated on the same ones.
-            variant = _with(config, synth={**change, "heldout": config.synth.heldout if name == "full" else 0})
-            out = args.out / f"seed-{seed}" / f"data-{name}"
-            announce(f"data: {name}", seed)[seed] = data_row(variant, base, out, train=not args.synth_only)
-        if args.synth_only:
-            continue
-        for name, change in GRPO_VARIANTS.items():
-            kind = "user" if name.startswith("user") else "algorithm" if name.startswith("algorithm") else "grpo"
-            if kind != "grpo" and kind not in args.only:
-                continue
-            variant = _with(config, grpo=change)
-            out = args.out / f"seed-{seed}" / f"grpo-{list(GRPO_VARIANTS).index(name)}"
-            announce(name, seed)[seed] = grpo_row(variant, base, out)
-
-    table = {name: _mean_rows(per_seed) for name, per_seed in rows.items()}
-    grpo = table.get(next(iter(GRPO_VARIANTS)), {})
-    write_result(
-        "ablations",
-        {
-            "sft_pass1": table["data: full"].get("greedy_pass1"),
-            "grpo_pass1": grpo.get("greedy_pass1"),
-            "sft_pass1_sampled": table["data: full"].get("sampled_pass1"),
-            "grpo_pass1_sampled": grpo.get("sampled_pass1"),
-            "ran": "synthesis statistics only (--synth-only)" if args.synth_only else f"groups {args.only}",
-            "seeds": args.seeds,
-            "rows": table,
-            "budget": bench_config(0).model_dump(mode="json"),
-            "seconds": round(time.perf_counter() - started, 1),
-            "note": "pass@1 in percent on held-out tasks (unseen entities): greedy, and sampled at T=1 "
-            f"(mean over {bench_config(0).eval.samples} samples per task); means over the seeds listed.",
-        },
-    )
+        base = args.base / f"seed-{seed}"
+        run_seed(seed, base)
+        for name, row in base_rows(base).items():
+            rows.setdefault(name, {})[seed] = row
+        variants = [(f"data: {name}", f"data-{name}", _with(config, synth={**change, "heldout": 0}), data_row)
+                    for name, change in DATA_VARIANTS.items() if "data" in args.only]  # fmt: skip
+        variants += [(name, f"grpo-{i + 1}", _with(config, grpo=change), grpo_row)
+                     for i, (name, change) in enumerate(GRPO_VARIANTS.items())
+                     if name.split(":")[0] in args.only]  # fmt: skip
+        for name, folder, variant, run_row in variants:
+            print(f"{time.strftime('%X')} === {name}, seed {seed}", flush=True)
+            out = args.out / f"seed-{seed}" / folder
+            rows.setdefault(name, {})[seed] = _cached(run_row, variant, base, out)
+            write_table(rows, args, time.perf_counter() - started)
+    write_table(rows, args, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -7,10 +8,10 @@ from typing import Any
 import pytest
 import torch
 from prometheus_client import REGISTRY
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eigenloop.contracts.v1 import common_pb2 as pb
-from eigenloop.data import read_jsonl
+from eigenloop.data import read_jsonl, write_jsonl
 from eigenloop.models import build_model, train_tokenizer
 from eigenloop.training.config import AdvantageConfig, FilterConfig, GRPOConfig, LossConfig, RewardConfig, parse_config
 from eigenloop.training.data import layout
@@ -315,3 +316,67 @@ def test_weights_reach_every_replica_and_a_refused_update_stops_the_run(sft_mode
         for server, engine in zip(servers, engines, strict=True):
             server.stop(grace=None)
             engine.close()
+
+
+def _with_reason(task: pb.Task, reason: str) -> pb.Task:
+    """The task's reference dialogue with another cancellation reason in the agent's tool call."""
+    changed = pb.Task()
+    changed.CopyFrom(task)
+    call = changed.reference_dialogue[1].tool_calls[0]
+    call.arguments_json = json.dumps({**json.loads(call.arguments_json), "reason": reason})
+    return changed
+
+
+def test_grpo_moves_the_policy_toward_the_rewarded_episode(tmp_path: Path, sft_model: Path) -> None:
+    """Each group holds one conversation twice: the reason the user gave rewarded 1, the other reason 0. After a few
+    steps the trained model must prefer every rewarded episode more than the starting model did: the policy
+    gradient's sign, end to end (advantages, token weights, recomputed old logprobs, the optimizer, saved weights).
+    Every user here gives the same reason, so the preference needs no reading of the context: a model this small
+    learns that only over many more steps."""
+    tok = AutoTokenizer.from_pretrained(sft_model)
+    rng = random.Random(1)
+    tasks = [t for t in (dialogue_task(i, rng) for i in range(20)) if "mistake" in t.user.instruction][:4]
+    pairs, trajectories = [], []
+    for g, right in enumerate(tasks):
+        wrong = _with_reason(right, "found_cheaper")
+        pairs.append(
+            (
+                trajectory(tok, right, reward=1.0, group="", index=0),
+                trajectory(tok, wrong, reward=0.0, group="", index=0),
+            )
+        )
+        for i in range(4):
+            episode = right if i % 2 == 0 else wrong
+            trajectories.append(trajectory(tok, episode, reward=float(i % 2 == 0), group=f"g{g}", index=i))
+    write_jsonl(tmp_path / "traj.jsonl", trajectories)
+    raw = {
+        "run_dir": str(tmp_path / "grpo"),
+        "steps": 4,
+        "threads": 1,
+        "optim": {"lr": 3e-3},
+        "model": {"path": str(sft_model), "device": TEST_DEVICE},
+        "data": {"tasks": [str(write_tasks(tmp_path / "tasks.jsonl"))], "max_length": 256},
+        "rollouts": {"source": "file", "path": str(tmp_path / "traj.jsonl"), "tasks_per_step": 4},
+        "loss": {"old_logprobs": "recompute"},
+        "filter": {"max_staleness": None},
+    }
+    result = run_grpo(parse_config(GRPOConfig, raw))
+
+    def preference(model_dir: Path) -> list[float]:
+        """Per pair: log p(rewarded episode's policy tokens) - log p(penalised one's)."""
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        out = []
+        for right, wrong in pairs:
+            scores = []
+            for t in (right, wrong):
+                ids = torch.tensor([list(t.tokens.token_ids)])
+                with torch.no_grad():
+                    logits = model(input_ids=ids).logits[0, :-1]
+                lp = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
+                mask = torch.tensor(list(t.tokens.policy_mask)[1:], dtype=torch.bool)
+                scores.append(float(lp[mask].sum()))
+            out.append(scores[0] - scores[1])
+        return out
+
+    before, after = preference(sft_model), preference(result.model_dir)
+    assert all(a > b + 0.5 for a, b in zip(after, before, strict=True)), (before, after)
