@@ -8,13 +8,13 @@ import torch
 from safetensors.torch import load_file
 
 from eigenloop.contracts.v1 import common_pb2 as pb
-from eigenloop.data import read_tasks
+from eigenloop.data import read_tasks, write_jsonl
 from eigenloop.llm.local import TransformersBackend
 from eigenloop.models import build_model, train_tokenizer
 from eigenloop.training import checkpoint
 from eigenloop.training import sft as sft_module
 from eigenloop.training.config import SFTConfig, parse_config
-from eigenloop.training.data import EmptyDatasetError, agent_examples, layout, user_examples
+from eigenloop.training.data import EmptyDatasetError, agent_examples, layout, usable, user_examples
 from eigenloop.training.metrics import read_metrics
 from eigenloop.training.run import NonFiniteLossError, target_weights, token_logprobs
 from eigenloop.training.sft import run_sft
@@ -102,6 +102,26 @@ def test_zero_usable_examples_fail_fast(tmp_path: Path) -> None:
 def test_tasks_without_reference_dialogues_are_not_examples(tmp_path: Path) -> None:
     tok = train_tokenizer([], vocab_size=259)
     assert agent_examples(tok, [pb.Task(id="t", domain="unit")]) == []
+
+
+def test_a_dialogue_that_cannot_be_rendered_is_dropped_as_malformed_and_sft_trains_on_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Unvalidated synthesis (quickstart --no-validate) can accept a dialogue that opens with the agent's turn."""
+    tasks = read_tasks(write_tasks(tmp_path / "tasks.jsonl", n=12))
+    broken = pb.Task()
+    broken.CopyFrom(tasks[0])
+    broken.id = "broken"
+    del broken.reference_dialogue[0]
+    tok = train_tokenizer([], vocab_size=259)
+    examples = agent_examples(tok, [broken, *tasks])
+    assert "nothing to respond to" in examples[0].malformed and not examples[0].token_ids
+    kept, dropped = usable(examples, max_length=512)
+    assert dropped["malformed"] == 1 and len(kept) == len(tasks)
+    write_jsonl(tmp_path / "with_broken.jsonl", [broken, *tasks])
+    result = run_sft(parse_config(SFTConfig, {**sft_config(tmp_path, steps=2), "data": {
+        "tasks": [str(tmp_path / "with_broken.jsonl")], "max_length": 256, "eval_fraction": 0.0}}))  # fmt: skip
+    assert result.steps == 2 and result.dropped["malformed"] == 1
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,7 @@ def dialogue_texts(tasks: list[pb.Task], prompt: dict[str, Any]) -> list[str]:
     bootstrap = train_tokenizer([], vocab_size=259)  # bytes only: enough to render and decode
     bootstrap.chat_template = COMPACT_CHAT_TEMPLATE
     examples = agent_examples(bootstrap, tasks, **prompt) + user_examples(bootstrap, tasks, prompt=USER_PROMPT)
-    return [str(bootstrap.decode(e.token_ids)) for e in examples]
+    return [str(bootstrap.decode(e.token_ids)) for e in examples if not e.malformed]
 
 
 def build_model_and_tokenizer(
@@ -45,10 +45,12 @@ def build_model_and_tokenizer(
     tokenizer.chat_template = COMPACT_CHAT_TEMPLATE
     model = build_model(spec.preset, tokenizer, max_position_embeddings=spec.max_position_embeddings, seed=seed)
     save_model(out / "agent", tokenizer, model)
-    lengths = [len(e.token_ids) for e in agent_examples(tokenizer, tasks, **prompt)]
+    examples = agent_examples(tokenizer, tasks, **prompt)
+    lengths = [len(e.token_ids) for e in examples if not e.malformed]
     return {
         "vocab_size": len(tokenizer),
         "parameters": sum(p.numel() for p in model.parameters()),
         "agent_dialogue_tokens_mean": sum(lengths) / max(len(lengths), 1),
         "agent_dialogue_tokens_max": max(lengths, default=0),
+        "malformed_dialogues": len(examples) - len(lengths),
     }

@@ -39,6 +39,19 @@ class Example:
     token_ids: list[int]
     mask: list[int]
     key: str = ""
+    malformed: str = ""
+    """Why the reference dialogue could not be rendered (unvalidated data can hold such dialogues); such an
+    example has no tokens, and `usable` drops it."""
+
+
+def _rendered(
+    tokenizer: Any, task: pb.Task, messages: Sequence[pb.Message], tools: Sequence[pb.ToolSchema], system: str
+) -> Example:
+    try:
+        tokens = tokenize_dialogue(tokenizer, messages, tools, system)
+    except ValueError as exc:
+        return Example([], [], task.id, malformed=str(exc))
+    return Example(tokens.token_ids, tokens.policy_mask, task.id)
 
 
 def load_tasks(data: DataConfig) -> tuple[list[pb.Task], list[pb.Task]]:
@@ -98,8 +111,7 @@ def agent_examples(
         tools, system = agent_context(
             domains.get(task.domain), system_prompt=system_prompt, tools_in_prompt=tools_in_prompt
         )
-        tokens = tokenize_dialogue(tokenizer, task.reference_dialogue, tools, system)
-        out.append(Example(tokens.token_ids, tokens.policy_mask, task.id))
+        out.append(_rendered(tokenizer, task, task.reference_dialogue, tools, system))
     return out
 
 
@@ -136,16 +148,17 @@ def user_examples(tokenizer: Any, tasks: Iterable[pb.Task], *, prompt: UserPromp
         system = chat[0].content if chat and chat[0].role == "system" else ""
         messages = [_as_message(m) for m in chat if m.role != "system"]
         tools = [tool_schema(t) for t in domain.user_tools] if domain is not None else []
-        tokens = tokenize_dialogue(tokenizer, messages, tools, system)
-        out.append(Example(tokens.token_ids, tokens.policy_mask, task.id))
+        out.append(_rendered(tokenizer, task, messages, tools, system))
     return out
 
 
 def usable(examples: Sequence[Example], max_length: int) -> tuple[list[Example], dict[str, int]]:
     """Examples that fit and have something to learn, and how many were dropped by reason."""
-    kept, dropped = [], {"too_long": 0, "no_targets": 0}
+    kept, dropped = [], {"malformed": 0, "too_long": 0, "no_targets": 0}
     for example in examples:
-        if len(example.token_ids) > max_length:
+        if example.malformed:
+            dropped["malformed"] += 1
+        elif len(example.token_ids) > max_length:
             dropped["too_long"] += 1
         elif not any(example.mask):
             dropped["no_targets"] += 1
