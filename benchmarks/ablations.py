@@ -118,6 +118,9 @@ def data_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, Any]:
     stats = data_stats(out)
     if not stats["accepted"]:
         return {**stats, **dict.fromkeys(METRICS), "note": "no accepted task: nothing to fine-tune on"}
+    # The SFT stage's held-out loss, like the evaluation, uses the base run's held-out tasks.
+    if not Paths(out).heldout_tasks.exists():
+        shutil.copy(Paths(base).heldout_tasks, Paths(out).heldout_tasks)
     _run_through(config, out, "sft")
     results = evaluate_models(
         config, {"sft": Paths(out).sft_model}, out / "eval_sft", _log, heldout=Paths(base).heldout_tasks,

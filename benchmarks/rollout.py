@@ -6,7 +6,8 @@ agent. Episodes use the small-model prompt (no system prompt, no tool schemas: s
 from SFT), at most 4 policy turns of at most 24 tokens, temperature 1, the procedural user.
 
     grpc_overhead_ratio           the same episodes (same seeds) with policy, toolenv and user_sim in this process
-                                  vs as three gRPC services on loopback: wall time gRPC / in-process
+                                  vs as three gRPC services on loopback, in interleaved halves: wall time per
+                                  episode gRPC / in-process (and the CPU per episode of each side)
     episodes_per_s_by_concurrency 1, 8 and 32 episodes in flight, in process, the user behind a fixed per-turn
                                   latency (LatencyUser, like a remote LLM)
     batching_speedup              inference tokens/s for 32 requests submitted together vs one at a time
@@ -145,18 +146,31 @@ def main() -> int:
 
         n_tasks = max(1, args.episodes // config.group_size)
         timed(local, 4), timed(remote, 4)  # warm-up: model load, JIT paths, connections
-        local_episodes, local_s = timed(local, n_tasks)
         pids = {"manager": os.getpid(), "inference": inference.proc.pid, "toolenv": toolenv.proc.pid}
         pids["user_sim"] = user_sim.proc.pid
-        cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
-        remote_episodes, remote_s = timed(remote, n_tasks)
-        cpu_ms = {name: (cpu_s(pid) - cpu_before[name]) * 1000 / remote_episodes for name, pid in pids.items()}
+        # Interleaved halves (in process, gRPC, in process, gRPC), so a change in machine load affects both alike.
+        count = {"local": 0, "remote": 0}
+        wall = {"local": 0.0, "remote": 0.0}
+        cpu = dict.fromkeys([*pids, "in_process"], 0.0)
+        for _ in range(2):
+            before = cpu_s(os.getpid())
+            n, s = timed(local, max(1, n_tasks // 2))
+            count["local"], wall["local"] = count["local"] + n, wall["local"] + s
+            cpu["in_process"] += cpu_s(os.getpid()) - before
+            before_all = {name: cpu_s(pid) for name, pid in pids.items()}
+            n, s = timed(remote, max(1, n_tasks // 2))
+            count["remote"], wall["remote"] = count["remote"] + n, wall["remote"] + s
+            for name, pid in pids.items():
+                cpu[name] += cpu_s(pid) - before_all[name]
+        cpu_ms = {name: cpu[name] * 1000 / count["remote"] for name in pids}
         # What the episodes cost, whatever else ran on the machine: the rate 2 idle cores could sustain.
         result["grpc_cpu_ms_per_episode"] = {name: round(ms, 2) for name, ms in cpu_ms.items()}
+        result["in_process_cpu_ms_per_episode"] = round(cpu["in_process"] * 1000 / count["local"], 2)
         result["episodes_per_s_1m_policy_cpu_bound_2_cores"] = round(2000 / sum(cpu_ms.values()), 1)
-        result["grpc_overhead_ratio"] = round(remote_s / local_s, 3)
-        result["episodes_per_s_in_process"] = round(local_episodes / local_s, 1)
-        result["episodes_per_s_1m_policy"] = round(remote_episodes / remote_s, 1)
+        local_rate, remote_rate = (count[k] / wall[k] for k in ("local", "remote"))
+        result["grpc_overhead_ratio"] = round(local_rate / remote_rate, 3)  # wall time per episode, gRPC / local
+        result["episodes_per_s_in_process"] = round(local_rate, 1)
+        result["episodes_per_s_1m_policy"] = round(remote_rate, 1)
         result["target_episodes_per_s_1m_policy"] = 50
 
         by_concurrency = {}
