@@ -155,6 +155,36 @@ def _mean_rows(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return {**means, "per_seed": {str(s): r for s, r in per_seed.items()}}
 
 
+# The paper's directions: (claim, the row it favours, the row it is compared with).
+DIRECTIONS = (
+    ("evolution raises SFT pass@1", "data: full", "data: no_evolve"),
+    ("validation raises SFT pass@1", "data: full", "data: no_validate"),
+    ("diversity filtering raises SFT pass@1", "data: full", "data: no_diversity"),
+    ("GRPO raises pass@1 over SFT", DEFAULT_GRPO, "data: full"),
+    ("the fine-tuned user model beats the base user for GRPO", DEFAULT_GRPO, "user: base (procedural) user model"),
+    ("dynamic filtering helps GRPO", DEFAULT_GRPO, "algorithm: no dynamic filtering"),
+    ("SFT blending helps GRPO", "algorithm: SFT blend 0.1", DEFAULT_GRPO),
+    ("G=8 beats G=4 at the same episodes per step", DEFAULT_GRPO, "algorithm: G=4 (16 tasks/step)"),
+)
+
+
+def directions(rows: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each claim's difference (favoured row minus the other) per metric, over the seeds both rows have; a row
+    with no SFT model (nothing accepted) counts as 0 %, what its agent would score."""
+    out = {}
+    for claim, favoured, other in DIRECTIONS:
+        seeds = sorted(set(rows.get(favoured, {})) & set(rows.get(other, {})))
+        if not seeds:
+            continue
+        diffs = {
+            m: round(statistics.fmean((rows[favoured][s].get(m) or 0.0) - (rows[other][s].get(m) or 0.0)
+                                      for s in seeds), 2)
+            for m in METRICS
+        }  # fmt: skip
+        out[claim] = {"favoured": favoured, "other": other, "seeds": seeds, "difference_points": diffs}
+    return out
+
+
 def write_table(rows: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespace, seconds: float) -> None:
     table = {name: _mean_rows(per_seed) for name, per_seed in rows.items()}
     write_result(
@@ -167,6 +197,7 @@ def write_table(rows: dict[str, dict[int, dict[str, Any]]], args: argparse.Names
             "ran": f"groups {args.only}",
             "seeds": args.seeds,
             "rows": table,
+            "directions": directions(rows),
             "budget": bench_config(0).model_dump(mode="json"),
             "seconds": round(seconds, 1),
             "note": "pass@1 in percent on held-out tasks (unseen entities): greedy, and sampled at T=1 "

@@ -17,7 +17,8 @@ from SFT), at most 4 policy turns of at most 24 tokens, temperature 1, the proce
                                   (and the CPU each process spent per episode, which bounds the rate on 2 cores)
     rss_growth_mb_per_10k         this process's RSS (the manager) after `--rss-episodes` more episodes, per 10,000
 
-    python benchmarks/rollout.py [--episodes 512] [--rss-episodes 10000] [--latency-s 0.2]
+    python benchmarks/rollout.py [--episodes 512] [--rss-episodes 10000] [--latency-s 0.2] [--in-flight 128]
+                                  [--max-batch-size N]
 """
 
 from __future__ import annotations
@@ -113,15 +114,19 @@ def main() -> int:
     parser.add_argument("--rss-episodes", type=int, default=10_000)
     parser.add_argument("--latency-s", type=float, default=0.2, help="the latency-bound user's seconds per turn")
     parser.add_argument("--in-flight", type=int, default=128, help="episodes in flight for the throughput runs")
+    parser.add_argument("--max-batch-size", type=int, default=0, help="the engine's largest batch; 0: --in-flight")
     args = parser.parse_args()
+    max_batch = args.max_batch_size or args.in_flight
     torch.set_num_threads(1)  # two processes (this one and inference) share 2 cores: one thread each
     result: dict[str, Any] = {
         "episode": EPISODE.model_dump(),
+        "in_flight": args.in_flight,
+        "max_batch_size": max_batch,
     }
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         model_dir = build_policy(Path(tmp) / "policy")
-        engine = TransformersEngine(model_dir, max_batch_size=args.in_flight)
+        engine = TransformersEngine(model_dir, max_batch_size=max_batch)
         stack.callback(engine.close)
         result["policy_parameters"] = engine.num_parameters
         tokenizer = engine.tokenizer
@@ -131,7 +136,7 @@ def main() -> int:
         )
         stack.callback(local.close)
 
-        inference_args = ["--model", str(model_dir), "--http-port", "-1", "--max-batch-size", str(args.in_flight)]
+        inference_args = ["--model", str(model_dir), "--http-port", "-1", "--max-batch-size", str(max_batch)]
         inference_args += ["--torch-threads", "1"]
         inference = stack.enter_context(ServiceProcess("eigenloop_inference.server", inference_args))
         toolenv = stack.enter_context(ServiceProcess("eigenloop_toolenv.server"))
@@ -187,7 +192,7 @@ def main() -> int:
             tokenizer.encode(f"<|im_start|>user\n{t.user.instruction}<|im_end|>\n<|im_start|>assistant\n")
             for t in tasks(32)
         ]
-        uncached = TransformersEngine(model_dir, max_batch_size=args.in_flight, prefix_cache_entries=0)
+        uncached = TransformersEngine(model_dir, max_batch_size=max_batch, prefix_cache_entries=0)
         stack.callback(uncached.close)
         without = RolloutManager(
             LocalPolicy(uncached), LocalEnvironments(), LocalUsers(ProceduralUser()), tokenizer, config
