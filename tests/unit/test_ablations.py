@@ -24,7 +24,7 @@ def test_a_row_is_computed_once_then_read_back(tmp_path: Path) -> None:
     config = QuickstartConfig(seed=3)
     first = ablations._cached(row, config, tmp_path / "base", tmp_path / "row")
     again = ablations._cached(row, config, tmp_path / "base", tmp_path / "row")
-    assert first == again == {"greedy_pass1": 50.0, "sampled_pass1": 40.0}
+    assert first == again and first["greedy_pass1"] == 50.0 and first["seconds"] >= 0
     assert calls == [tmp_path / "row"]
     assert json.loads((tmp_path / "row" / "row.json").read_text()) == first
 
