@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/synthesis.py
 	$(BIN)/python benchmarks/quickstart_seeds.py
+	$(BIN)/python benchmarks/ablations.py  # reuses quickstart_seeds' runs as its full-data rows
 
 # Soak (a few minutes), then every reliability test with its records, rendered as docs/reliability.md.
 reliability: setup
