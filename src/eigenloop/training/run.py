@@ -63,7 +63,7 @@ def init_pretrained(spec: ModelConfig, examples: Callable[[Any], list[Example]],
     """
     assert spec.init is not None
     bootstrap = train_tokenizer([], vocab_size=259)
-    texts = [str(bootstrap.decode(e.token_ids)) for e in examples(bootstrap)]
+    texts = [str(bootstrap.decode(e.token_ids)) for e in examples(bootstrap) if not e.malformed]
     tokenizer = train_tokenizer(texts, spec.init.vocab_size)
     model = build_model(
         spec.init.preset, tokenizer, max_position_embeddings=spec.init.max_position_embeddings, seed=seed
