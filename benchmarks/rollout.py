@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,37 @@ def timed(manager: RolloutManager, n_tasks: int) -> tuple[int, float]:
     started = time.perf_counter()
     episodes = sum(len(g.trajectories) for g in manager.rollout(tasks(n_tasks)))
     return episodes, time.perf_counter() - started
+
+
+@dataclass
+class Halves:
+    """One side of an interleaved comparison: episodes, seconds and CPU seconds per named process, per half."""
+
+    episodes: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def rate(self) -> float:
+        return sum(self.episodes) / sum(self.seconds)
+
+    def rates(self) -> list[float]:
+        return [e / s for e, s in zip(self.episodes, self.seconds, strict=True)]
+
+
+def interleaved(sides: dict[str, tuple[RolloutManager, dict[str, int]]], n_tasks: int) -> dict[str, Halves]:
+    """Each side (a manager and the pids whose CPU it costs) runs half of `n_tasks`, in turn, twice (A, B, A, B):
+    a change in machine load falls on every side alike."""
+    out = {name: Halves() for name in sides}
+    for _ in range(2):
+        for name, (manager, pids) in sides.items():
+            before = {process: cpu_s(pid) for process, pid in pids.items()}
+            episodes, seconds = timed(manager, max(1, n_tasks // 2))
+            side = out[name]
+            side.episodes.append(episodes)
+            side.seconds.append(seconds)
+            for process, pid in pids.items():
+                side.cpu_s[process] = side.cpu_s.get(process, 0.0) + cpu_s(pid) - before[process]
+    return out
 
 
 def cpu_s(pid: int) -> float:
@@ -153,29 +185,18 @@ def main() -> int:
         timed(local, 4), timed(remote, 4)  # warm-up: model load, JIT paths, connections
         pids = {"manager": os.getpid(), "inference": inference.proc.pid, "toolenv": toolenv.proc.pid}
         pids["user_sim"] = user_sim.proc.pid
-        # Interleaved halves (in process, gRPC, in process, gRPC), so a change in machine load affects both alike.
-        count = {"local": 0, "remote": 0}
-        wall = {"local": 0.0, "remote": 0.0}
-        cpu = dict.fromkeys([*pids, "in_process"], 0.0)
-        for _ in range(2):
-            before = cpu_s(os.getpid())
-            n, s = timed(local, max(1, n_tasks // 2))
-            count["local"], wall["local"] = count["local"] + n, wall["local"] + s
-            cpu["in_process"] += cpu_s(os.getpid()) - before
-            before_all = {name: cpu_s(pid) for name, pid in pids.items()}
-            n, s = timed(remote, max(1, n_tasks // 2))
-            count["remote"], wall["remote"] = count["remote"] + n, wall["remote"] + s
-            for name, pid in pids.items():
-                cpu[name] += cpu_s(pid) - before_all[name]
-        cpu_ms = {name: cpu[name] * 1000 / count["remote"] for name in pids}
+        halves = interleaved({"local": (local, {"in_process": os.getpid()}), "remote": (remote, pids)}, n_tasks)
+        local_side, remote_side = halves["local"], halves["remote"]
+        cpu_ms = {name: s * 1000 / sum(remote_side.episodes) for name, s in remote_side.cpu_s.items()}
         # What the episodes cost, whatever else ran on the machine: the rate 2 idle cores could sustain.
         result["grpc_cpu_ms_per_episode"] = {name: round(ms, 2) for name, ms in cpu_ms.items()}
-        result["in_process_cpu_ms_per_episode"] = round(cpu["in_process"] * 1000 / count["local"], 2)
+        in_process_ms = local_side.cpu_s["in_process"] * 1000 / sum(local_side.episodes)
+        result["in_process_cpu_ms_per_episode"] = round(in_process_ms, 2)
         result["episodes_per_s_1m_policy_cpu_bound_2_cores"] = round(2000 / sum(cpu_ms.values()), 1)
-        local_rate, remote_rate = (count[k] / wall[k] for k in ("local", "remote"))
-        result["grpc_overhead_ratio"] = round(local_rate / remote_rate, 3)  # wall time per episode, gRPC / local
-        result["episodes_per_s_in_process"] = round(local_rate, 1)
-        result["episodes_per_s_1m_policy"] = round(remote_rate, 1)
+        # Wall time per episode, gRPC / in process.
+        result["grpc_overhead_ratio"] = round(local_side.rate() / remote_side.rate(), 3)
+        result["episodes_per_s_in_process"] = round(local_side.rate(), 1)
+        result["episodes_per_s_1m_policy"] = round(remote_side.rate(), 1)
         result["target_episodes_per_s_1m_policy"] = 50
 
         by_concurrency = {}
@@ -199,12 +220,8 @@ def main() -> int:
         )
         stack.callback(without.close)
         timed(without, 4)
-        # Interleaved halves, so a change in machine load affects both sides alike.
-        rates: dict[str, list[float]] = {"with": [], "without": []}
-        for _ in range(2):
-            for name, manager in (("with", local), ("without", without)):
-                episodes, seconds = timed(manager, max(1, n_tasks // 2))
-                rates[name].append(episodes / seconds)
+        cache = interleaved({"with": (local, {}), "without": (without, {})}, n_tasks)
+        rates = {name: side.rates() for name, side in cache.items()}
         result["prefix_cache_episodes_per_s"] = {k: round(sum(v) / len(v), 1) for k, v in rates.items()}
         result["prefix_cache_speedup"] = round(sum(rates["with"]) / sum(rates["without"]), 2)
 
