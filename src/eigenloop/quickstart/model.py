@@ -15,7 +15,7 @@ from transformers.utils import logging as transformers_logging
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.models import CHAT_TEMPLATE, build_model, save_model, train_tokenizer
 from eigenloop.quickstart.config import USER_PROMPT, ModelSection
-from eigenloop.training.data import agent_examples, user_examples
+from eigenloop.training.data import agent_examples, example_texts, user_examples
 
 _JSON_LISTING = "{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
 _COMPACT_LISTING = (
@@ -32,7 +32,7 @@ def dialogue_texts(tasks: list[pb.Task], prompt: dict[str, Any]) -> list[str]:
     bootstrap = train_tokenizer([], vocab_size=259)  # bytes only: enough to render and decode
     bootstrap.chat_template = COMPACT_CHAT_TEMPLATE
     examples = agent_examples(bootstrap, tasks, **prompt) + user_examples(bootstrap, tasks, prompt=USER_PROMPT)
-    return [str(bootstrap.decode(e.token_ids)) for e in examples if not e.malformed]
+    return example_texts(bootstrap, examples)
 
 
 def build_model_and_tokenizer(

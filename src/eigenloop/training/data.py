@@ -152,6 +152,11 @@ def user_examples(tokenizer: Any, tasks: Iterable[pb.Task], *, prompt: UserPromp
     return out
 
 
+def example_texts(tokenizer: Any, examples: Iterable[Example]) -> list[str]:
+    """The text of every example that rendered (what a tokenizer is trained on)."""
+    return [str(tokenizer.decode(e.token_ids)) for e in examples if not e.malformed]
+
+
 def usable(examples: Sequence[Example], max_length: int) -> tuple[list[Example], dict[str, int]]:
     """Examples that fit and have something to learn, and how many were dropped by reason."""
     kept, dropped = [], {"malformed": 0, "too_long": 0, "no_targets": 0}

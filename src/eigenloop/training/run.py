@@ -24,7 +24,7 @@ from transformers.utils import logging as transformers_logging
 from eigenloop.models import build_model, save_model, train_tokenizer
 from eigenloop.training import checkpoint, distributed
 from eigenloop.training.config import ModelConfig, TrainConfig
-from eigenloop.training.data import Example, Rows
+from eigenloop.training.data import Example, Rows, example_texts
 from eigenloop.training.metrics import Metrics
 
 StepLoss = Callable[[Any, Rows], tuple[torch.Tensor, dict[str, float]]]
@@ -63,8 +63,7 @@ def init_pretrained(spec: ModelConfig, examples: Callable[[Any], list[Example]],
     """
     assert spec.init is not None
     bootstrap = train_tokenizer([], vocab_size=259)
-    texts = [str(bootstrap.decode(e.token_ids)) for e in examples(bootstrap) if not e.malformed]
-    tokenizer = train_tokenizer(texts, spec.init.vocab_size)
+    tokenizer = train_tokenizer(example_texts(bootstrap, examples(bootstrap)), spec.init.vocab_size)
     model = build_model(
         spec.init.preset, tokenizer, max_position_embeddings=spec.init.max_position_embeddings, seed=seed
     )
