@@ -1,4 +1,4 @@
-"""What every benchmark shares: where results go and how they are written."""
+"""What every benchmark shares: where results go and how they are written, and a process's CPU time."""
 
 from __future__ import annotations
 
@@ -21,3 +21,9 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return path
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

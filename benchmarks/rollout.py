@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from benchmarks.common import write_result
+from benchmarks.common import cpu_s, write_result
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains import load_domain, sample_tasks
 from eigenloop.inference.engine import TransformersEngine
@@ -105,12 +105,6 @@ def interleaved(sides: dict[str, tuple[RolloutManager, dict[str, int]]], n_tasks
             for process, pid in pids.items():
                 side.cpu_s[process] = side.cpu_s.get(process, 0.0) + cpu_s(pid) - before[process]
     return out
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb() -> float:

@@ -5,21 +5,28 @@ one of them a bad call), evaluates the checker, and closes. The gRPC path runs t
 a separate process on loopback, with requests in lock-step (each call waits for its result, as an agent's
 next action would). Reports per-episode times, their ratio (gRPC / in-process), and tool calls/s.
 
-    python benchmarks/toolenv_overhead.py [--episodes 300]
+Then many episodes at once (`--in-flight` threads, as a rollout manager runs them): each session a Session
+stream of its own vs each a key of one Sessions stream (eigenloop.rpc.mux), in interleaved halves. Reports
+episodes/s and the CPU per episode of the client process and of the server process for each, and their ratios.
+
+    python benchmarks/toolenv_overhead.py [--episodes 300] [--in-flight 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import queue
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_result
+from benchmarks.common import cpu_s, write_result
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains import load_domain
 from eigenloop.domains.toy.tasks import sample_tasks
@@ -78,10 +85,73 @@ def timed(run: Runner, episodes: list[Episode]) -> tuple[list[float], list[float
     return times, rewards
 
 
+def concurrent(client: ToolEnvClient, episodes: list[Episode], in_flight: int) -> float:
+    """Run `episodes` from `in_flight` threads, lock-step each; returns the wall seconds."""
+    work: queue.SimpleQueue[Episode] = queue.SimpleQueue()
+    for episode in episodes:
+        work.put(episode)
+    run = make_remote(client, pipelined=False)
+
+    def worker() -> None:
+        while True:
+            try:
+                episode = work.get_nowait()
+            except queue.Empty:
+                return
+            run(*episode)
+
+    threads = [threading.Thread(target=worker) for _ in range(in_flight)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
+def streams_vs_multiplexed(address: str, server_pid: int, episodes: list[Episode], in_flight: int) -> dict[str, Any]:
+    clients = {
+        "streams": ToolEnvClient(address),
+        "multiplexed": ToolEnvClient(address, multiplexed=True),
+    }
+    totals = {name: {"seconds": 0.0, "client_cpu_s": 0.0, "server_cpu_s": 0.0, "episodes": 0} for name in clients}
+    try:
+        for client in clients.values():  # warm-up: connection, the server's thread pool
+            concurrent(client, episodes[: in_flight * 2], in_flight)
+        half = len(episodes) // 2
+        for part in (episodes[:half], episodes[half:], episodes[:half], episodes[half:]):
+            for name, client in clients.items():
+                client_cpu, server_cpu = time.process_time(), cpu_s(server_pid)
+                totals[name]["seconds"] += concurrent(client, part, in_flight)
+                totals[name]["client_cpu_s"] += time.process_time() - client_cpu
+                totals[name]["server_cpu_s"] += cpu_s(server_pid) - server_cpu
+                totals[name]["episodes"] += len(part)
+    finally:
+        for client in clients.values():
+            client.close()
+    sides = {
+        name: {
+            "episodes_per_s": round(t["episodes"] / t["seconds"], 1),
+            "client_cpu_ms_per_episode": round(t["client_cpu_s"] / t["episodes"] * 1e3, 3),
+            "server_cpu_ms_per_episode": round(t["server_cpu_s"] / t["episodes"] * 1e3, 3),
+        }
+        for name, t in totals.items()
+    }
+    streams, mux = sides["streams"], sides["multiplexed"]
+    return {
+        "in_flight": in_flight,
+        **sides,
+        "throughput_ratio": round(mux["episodes_per_s"] / streams["episodes_per_s"], 2),
+        "client_cpu_ratio": round(streams["client_cpu_ms_per_episode"] / mux["client_cpu_ms_per_episode"], 2),
+        "server_cpu_ratio": round(streams["server_cpu_ms_per_episode"] / mux["server_cpu_ms_per_episode"], 2),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5, help="alternating in-process/gRPC rounds")
+    parser.add_argument("--in-flight", type=int, default=64, help="episodes at once in the streams/multiplexed part")
     args = parser.parse_args()
 
     tasks = sample_tasks()
@@ -105,6 +175,7 @@ def main() -> int:
             for name, run in paths.items():
                 t, rewards[name] = timed(run, episodes)
                 times[name] += t
+        many = streams_vs_multiplexed(toolenv.address, toolenv.proc.pid, episodes * 4, args.in_flight)
     if len({tuple(r) for r in rewards.values()}) != 1:
         raise SystemExit("the paths' rewards differ: the benchmark is not comparing like with like")
 
@@ -124,6 +195,8 @@ def main() -> int:
         "grpc_pipelined_tool_calls_per_s": round(CALLS_PER_EPISODE / (pipelined_ms / 1e3)),
         "mean_reward": round(statistics.mean(rewards["grpc"]), 3),
         "target_ratio": 1.5,
+        # Many episodes at once: a Session stream each vs keys of one Sessions stream (ratios > 1: multiplexed better).
+        "concurrent": many,
     }
     write_result("toolenv_overhead", result)
     return 0

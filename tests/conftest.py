@@ -17,7 +17,9 @@ def toolenv() -> Iterator[ServiceProcess]:
         yield service
 
 
-@pytest.fixture()
-def client(toolenv: ServiceProcess) -> Iterator[ToolEnvClient]:
-    with ToolEnvClient(toolenv.address) as c:
+@pytest.fixture(params=["stream", "multiplexed"])
+def client(toolenv: ServiceProcess, request: pytest.FixtureRequest) -> Iterator[ToolEnvClient]:
+    """A client whose sessions are Session streams of their own, or keys of one Sessions stream: every session
+    test runs both ways."""
+    with ToolEnvClient(toolenv.address, multiplexed=request.param == "multiplexed") as c:
         yield c

@@ -19,6 +19,7 @@ from eigenloop.env.remote import TOOLENV_POLICY, ToolEnvClient
 from eigenloop.launcher import free_port
 from eigenloop.protocol import tool_call
 from eigenloop.rpc.client import connect, grpc_target
+from eigenloop.rpc.stream import StreamClosedError
 from tests.conftest import TOOLENV
 from tests.support import ServiceProcess, wait_for
 
@@ -42,11 +43,16 @@ def test_reflection_lists_and_describes_services(toolenv: ServiceProcess) -> Non
         assert {"eigenloop.v1.ToolEnv", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
         file = db.FindFileContainingSymbol("eigenloop.v1.ToolEnv")
         assert file.name == "eigenloop/v1/toolenv.proto"
-        assert [m.name for m in file.service[0].method] == ["ListDomains", "DescribeDomain", "Session"]
+        assert [m.name for m in file.service[0].method] == ["ListDomains", "DescribeDomain", "Session", "Sessions"]
 
 
-def test_sigterm_drains_open_streams_refuses_new_ones_and_exits_zero() -> None:
-    with ServiceProcess(TOOLENV, ["--grace-period-s", "20"]) as service, ToolEnvClient(service.address) as client:
+@pytest.mark.parametrize("multiplexed", [False, True], ids=["stream", "multiplexed"])
+def test_sigterm_drains_open_sessions_refuses_new_ones_and_exits_zero(multiplexed: bool) -> None:
+    """The same with sessions as keys of one Sessions stream: the stream itself ends once its last key closed."""
+    with (
+        ServiceProcess(TOOLENV, ["--grace-period-s", "20"]) as service,
+        ToolEnvClient(service.address, multiplexed=multiplexed) as client,
+    ):
         session = client.session("toy")
         assert not session.call(tool_call("get_order", {"order_id": "O10001"})).error
         service.terminate()
@@ -63,13 +69,16 @@ def test_sigterm_drains_open_streams_refuses_new_ones_and_exits_zero() -> None:
     assert '"clean": true' in service.log.read_text()
 
 
-def test_drain_cancels_streams_that_outlive_the_grace_period() -> None:
+@pytest.mark.parametrize(
+    ("multiplexed", "failure"), [(False, grpc.RpcError), (True, StreamClosedError)], ids=["stream", "multiplexed"]
+)
+def test_drain_cancels_sessions_that_outlive_the_grace_period(multiplexed: bool, failure: type[Exception]) -> None:
     service = ServiceProcess(TOOLENV, ["--grace-period-s", "0.5"])
-    with ToolEnvClient(service.address) as client:
+    with ToolEnvClient(service.address, multiplexed=multiplexed) as client:
         session = client.session("toy")
         service.terminate()
         assert service.proc.wait(timeout=15) == 0
-        with pytest.raises(grpc.RpcError):
+        with pytest.raises(failure):
             session.call(tool_call("get_order", {"order_id": "O10001"}))
 
 
@@ -157,9 +166,11 @@ def test_service_config_sets_deadlines_retries_and_round_robin() -> None:
     retried = [c for c in config["methodConfig"] if "retryPolicy" in c]
     assert [n["method"] for n in retried[0]["name"]] == ["ListDomains", "DescribeDomain"]
     assert retried[0]["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
-    assert all("timeout" in c for c in config["methodConfig"])
-    stream = [c for c in config["methodConfig"] if c["name"][0].get("method") == "Session"]
-    assert stream and stream[0]["timeout"] == "900.000s"
+    by_method = {c["name"][0].get("method", ""): c for c in config["methodConfig"]}
+    assert all("timeout" in c for method, c in by_method.items() if method != "Sessions")
+    assert by_method["Session"]["timeout"] == "900.000s"
+    # The multiplexed stream lives as long as its client: no deadline (each key waits for its own answers).
+    assert "timeout" not in by_method["Sessions"]
     json.dumps(config)  # what grpc receives
 
 

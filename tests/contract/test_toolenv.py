@@ -2,7 +2,9 @@
 
 Bad inputs tried: unknown domain, unknown tool, wrong argument type, missing and extra fields, invalid
 JSON, arguments over the tool payload limit, a message over the gRPC size limit, an empty request, a call
-before open, a second open, a broken initial-state patch, evaluate without a checker, a cancelled stream.
+before open, a second open, a broken initial-state patch, evaluate without a checker, a cancelled stream; and
+over a multiplexed Sessions stream, each of the protocol mistakes on one key (only that key ends) and the stream
+ended under open keys. Session tests run both over Session streams and over keys of one Sessions stream.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from eigenloop.domains.base import Side
 from eigenloop.domains.toy.tasks import sample_tasks
 from eigenloop.env.remote import ToolEnvClient
 from eigenloop.protocol import text_message, tool_call
+from eigenloop.rpc.mux import KeyRpcError, Multiplexer
+from eigenloop.rpc.stream import StreamClosedError
 from tests.support import ServiceProcess, wait_for
 
 
@@ -106,73 +110,71 @@ def _raw_stream(client: ToolEnvClient, *requests: tpb.SessionRequest) -> list[tp
     return list(client.stub.Session(iter(requests), timeout=10))
 
 
-@pytest.mark.parametrize(
-    ("requests", "code", "message"),
-    [
-        ([tpb.SessionRequest()], grpc.StatusCode.INVALID_ARGUMENT, "empty SessionRequest"),
-        ([tpb.SessionRequest(call=tool_call("get_order"))], grpc.StatusCode.FAILED_PRECONDITION, "before 'open'"),
-        (
-            [tpb.SessionRequest(open=tpb.OpenSession(domain="toy"))] * 2,
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "already has an open session",
-        ),
-        ([tpb.SessionRequest(open=tpb.OpenSession(domain="nope"))], grpc.StatusCode.NOT_FOUND, "unknown domain"),
-        ([tpb.SessionRequest(open=tpb.OpenSession())], grpc.StatusCode.INVALID_ARGUMENT, "needs a domain"),
-        (
-            [
-                tpb.SessionRequest(
-                    open=tpb.OpenSession(domain="toy", initial_state=pb.InitialState(data_patch_json="{oops"))
+VIOLATIONS = [
+    ([tpb.SessionRequest()], grpc.StatusCode.INVALID_ARGUMENT, "empty SessionRequest"),
+    ([tpb.SessionRequest(call=tool_call("get_order"))], grpc.StatusCode.FAILED_PRECONDITION, "before 'open'"),
+    (
+        [tpb.SessionRequest(open=tpb.OpenSession(domain="toy"))] * 2,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "already has an open session",
+    ),
+    ([tpb.SessionRequest(open=tpb.OpenSession(domain="nope"))], grpc.StatusCode.NOT_FOUND, "unknown domain"),
+    ([tpb.SessionRequest(open=tpb.OpenSession())], grpc.StatusCode.INVALID_ARGUMENT, "needs a domain"),
+    (
+        [
+            tpb.SessionRequest(
+                open=tpb.OpenSession(domain="toy", initial_state=pb.InitialState(data_patch_json="{oops"))
+            )
+        ],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not JSON",
+    ),
+    (
+        [
+            tpb.SessionRequest(
+                open=tpb.OpenSession(
+                    domain="toy",
+                    initial_state=pb.InitialState(data_patch_json='{"db": {"orders": {"O10001": {"status": "lost"}}}}'),
                 )
-            ],
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "not JSON",
-        ),
-        (
-            [
-                tpb.SessionRequest(
-                    open=tpb.OpenSession(
-                        domain="toy",
-                        initial_state=pb.InitialState(
-                            data_patch_json='{"db": {"orders": {"O10001": {"status": "lost"}}}}'
-                        ),
-                    )
+            )
+        ],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "does not fit domain toy",
+    ),
+    (
+        [
+            tpb.SessionRequest(
+                open=tpb.OpenSession(
+                    domain="toy",
+                    initial_state=pb.InitialState(
+                        actions=[tool_call("cancel_order", {"order_id": "O404", "reason": "mistake"})]
+                    ),
                 )
-            ],
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "does not fit domain toy",
-        ),
-        (
-            [
-                tpb.SessionRequest(
-                    open=tpb.OpenSession(
-                        domain="toy",
-                        initial_state=pb.InitialState(
-                            actions=[tool_call("cancel_order", {"order_id": "O404", "reason": "mistake"})]
-                        ),
-                    )
-                )
-            ],
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "setup action cancel_order failed",
-        ),
-        (
-            [tpb.SessionRequest(open=tpb.OpenSession(domain="toy", task=pb.Task(domain="other")))],
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "belongs to domain",
-        ),
-    ],
-    ids=[
-        "empty",
-        "call-before-open",
-        "open-twice",
-        "unknown-domain",
-        "no-domain",
-        "patch-not-json",
-        "patch-invalid",
-        "setup-fails",
-        "task-domain-mismatch",
-    ],
-)
+            )
+        ],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "setup action cancel_order failed",
+    ),
+    (
+        [tpb.SessionRequest(open=tpb.OpenSession(domain="toy", task=pb.Task(domain="other")))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "belongs to domain",
+    ),
+]
+VIOLATION_IDS = [
+    "empty",
+    "call-before-open",
+    "open-twice",
+    "unknown-domain",
+    "no-domain",
+    "patch-not-json",
+    "patch-invalid",
+    "setup-fails",
+    "task-domain-mismatch",
+]
+
+
+@pytest.mark.parametrize(("requests", "code", "message"), VIOLATIONS, ids=VIOLATION_IDS)
 def test_protocol_violations_get_status_codes(
     client: ToolEnvClient, requests: list[tpb.SessionRequest], code: grpc.StatusCode, message: str
 ) -> None:
@@ -180,6 +182,29 @@ def test_protocol_violations_get_status_codes(
         _raw_stream(client, *requests)
     assert err.value.code() == code
     assert message in err.value.details()
+
+
+@pytest.mark.parametrize(("requests", "code", "message"), VIOLATIONS, ids=VIOLATION_IDS)
+def test_protocol_violations_end_only_their_key(
+    toolenv: ServiceProcess, requests: list[tpb.SessionRequest], code: grpc.StatusCode, message: str
+) -> None:
+    """Over a Sessions stream the same mistakes get the same codes, as a KeyError for that key alone: a session
+    opened before on the same stream works on, and so does one opened after."""
+    with ToolEnvClient(toolenv.address, multiplexed=True) as client:
+        before = client.session("toy")
+        mux = Multiplexer(client.stub.Sessions, tpb.SessionFrame, service="toolenv")
+        key = mux.open(timeout_s=10)
+        with pytest.raises(KeyRpcError) as err:
+            for request in requests:
+                key.send(request)
+        assert err.value.code() == code
+        assert message in err.value.details()
+        lookup = tool_call("get_order", {"order_id": "O10001"})
+        assert not before.call(lookup).error
+        with client.session("toy") as after:
+            assert not after.call(lookup).error
+        assert mux.broken is None
+        mux.close()
 
 
 def test_message_over_size_limit_is_resource_exhausted(client: ToolEnvClient) -> None:
@@ -250,9 +275,23 @@ def test_closed_or_broken_stream_frees_its_session(toolenv: ServiceProcess, clie
     broken.call(tool_call("get_order", {"order_id": "O10001"}))
     broken.cancel()  # the client vanishes mid-episode
     assert wait_for(lambda: toolenv.metric("eigenloop_toolenv_sessions_active") == 0)
-    assert wait_for(
-        lambda: toolenv.metric("eigenloop_grpc_server_handled_total", grpc_method="Session", grpc_code="CANCELLED") >= 1
-    )
+    if not client.multiplexed:
+        assert wait_for(
+            lambda: (
+                toolenv.metric("eigenloop_grpc_server_handled_total", grpc_method="Session", grpc_code="CANCELLED") >= 1
+            )
+        )
+
+
+def test_a_multiplexed_stream_ending_frees_every_key(toolenv: ServiceProcess) -> None:
+    assert wait_for(lambda: toolenv.metric("eigenloop_toolenv_sessions_active") == 0)
+    client = ToolEnvClient(toolenv.address, multiplexed=True)
+    sessions = [client.session("toy") for _ in range(3)]
+    assert toolenv.metric("eigenloop_toolenv_sessions_active") == 3
+    client.close()  # ends the one stream under all three, without closing any of them
+    assert wait_for(lambda: toolenv.metric("eigenloop_toolenv_sessions_active") == 0)
+    with pytest.raises(StreamClosedError):
+        sessions[0].call(tool_call("get_order", {"order_id": "O10001"}))
 
 
 def test_metrics_count_requests_and_tool_calls(toolenv: ServiceProcess, client: ToolEnvClient) -> None:

@@ -1,7 +1,8 @@
 """user_sim against real server processes on loopback: conversations, bad input, metrics, replicas.
 
 Bad inputs tried: an empty request, a message before open, a second open, an unknown domain, a task with
-no domain, an agent message after the user stopped, tool results nobody asked for; a killed replica.
+no domain, an agent message after the user stopped, tool results nobody asked for; a killed replica; a turn
+past the client's deadline. Conversations run both as Converse streams and as keys of one Conversations stream.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from eigenloop.contracts.v1 import user_sim_pb2_grpc
 from eigenloop.domains import load_domain, sample_tasks
 from eigenloop.env.session import EnvSession
 from eigenloop.rollout.scripted import replay_reference
+from eigenloop.rpc.mux import Multiplexer
 from eigenloop.usersim.remote import ReplicaFailedError, UserSimClient
 from tests.support import ServiceProcess, wait_for
 
@@ -32,9 +34,10 @@ def user_sim() -> Iterator[ServiceProcess]:
         yield service
 
 
-@pytest.fixture()
-def client(user_sim: ServiceProcess) -> Iterator[UserSimClient]:
-    with UserSimClient(user_sim.address) as c:
+@pytest.fixture(params=["stream", "multiplexed"])
+def client(user_sim: ServiceProcess, request: pytest.FixtureRequest) -> Iterator[UserSimClient]:
+    """Conversations as Converse streams of their own, or as keys of one Conversations stream."""
+    with UserSimClient(user_sim.address, multiplexed=request.param == "multiplexed") as c:
         yield c
 
 
@@ -64,9 +67,18 @@ def test_same_task_same_conversation(client: UserSimClient) -> None:
     assert first == again
 
 
-def _raw(user_sim: ServiceProcess, *requests: upb.ConverseRequest) -> list[upb.ConverseResponse]:
+def _raw(user_sim: ServiceProcess, *requests: upb.ConverseRequest, multiplexed: bool) -> list[upb.ConverseResponse]:
+    """`requests` as a Converse stream, or as one key of a Conversations stream (an error is a KeyRpcError)."""
     with grpc.insecure_channel(user_sim.address) as channel:
-        return list(user_sim_pb2_grpc.UserSimStub(channel).Converse(iter(requests), timeout=10))
+        stub = user_sim_pb2_grpc.UserSimStub(channel)
+        if not multiplexed:
+            return list(stub.Converse(iter(requests), timeout=10))
+        mux = Multiplexer(stub.Conversations, upb.ConverseFrame, service="user_sim")
+        try:
+            key = mux.open(timeout_s=10)
+            return [key.send(request) for request in requests]
+        finally:
+            mux.close()
 
 
 TOY = sample_tasks("toy")[0]
@@ -107,11 +119,16 @@ TOY = sample_tasks("toy")[0]
     ],
     ids=["empty", "message-before-open", "open-twice", "unknown-domain", "no-domain", "unrequested-tool-results"],
 )
+@pytest.mark.parametrize("multiplexed", [False, True], ids=["stream", "multiplexed"])
 def test_protocol_violations_get_status_codes(
-    user_sim: ServiceProcess, requests: list[upb.ConverseRequest], code: grpc.StatusCode, message: str
+    user_sim: ServiceProcess,
+    requests: list[upb.ConverseRequest],
+    code: grpc.StatusCode,
+    message: str,
+    multiplexed: bool,
 ) -> None:
     with pytest.raises(grpc.RpcError) as err:
-        _raw(user_sim, *requests)
+        _raw(user_sim, *requests, multiplexed=multiplexed)
     assert err.value.code() == code
     assert message in err.value.details()
 
@@ -144,13 +161,30 @@ def _chat(client: UserSimClient, task: pb.Task, turns: int, started: threading.B
         return conversation.replica_id
 
 
-def test_conversations_spread_over_replicas_and_a_killed_replica_fails_only_its_own() -> None:
+def test_a_turn_over_the_deadline_fails_its_conversation_only() -> None:
+    """Multiplexed: a key waits `timeout_s` for each turn; past it the conversation is a replica failure (the
+    episode is retried elsewhere), its late turn is dropped, and the stream serves the next conversation."""
+    with (
+        ServiceProcess(USER_SIM, ["--turn-latency-s", "1.0"]) as slow,
+        UserSimClient(slow.address, multiplexed=True, timeout_s=0.2) as client,
+    ):
+        with pytest.raises(ReplicaFailedError, match="DEADLINE_EXCEEDED"):
+            client.conversation(TOY)
+        client.timeout_s = 10
+        with client.conversation(TOY) as conversation:
+            assert conversation.turn.content
+        assert wait_for(lambda: slow.metric("eigenloop_user_sim_conversations_active") == 0)
+        assert slow.metric("eigenloop_grpc_server_started_total", grpc_method="Conversations") == 1
+
+
+@pytest.mark.parametrize("multiplexed", [False, True], ids=["stream", "multiplexed"])
+def test_conversations_spread_over_replicas_and_a_killed_replica_fails_only_its_own(multiplexed: bool) -> None:
     flags = ["--turn-latency-s", "0.05"]
     with (
         ServiceProcess(USER_SIM, flags) as a,
         ServiceProcess(USER_SIM, flags) as b,
         ServiceProcess(USER_SIM, flags) as c,
-        UserSimClient([a.address, b.address, c.address]) as client,
+        UserSimClient([a.address, b.address, c.address], multiplexed=multiplexed) as client,
     ):
         task = sample_tasks("toy")[0]
         outcomes: list[str] = []

@@ -5,7 +5,8 @@ Tried, per RPC: random messages built from the contract (any fields, any oneof b
 extreme numbers, unicode), valid messages with random byte edits, invalid UTF-8 in any string field, random
 bytes. On the Session stream also: requests in any order (call before open, open twice), tool arguments that are
 not JSON, not an object, deeply nested, or of the wrong types, streams the client abandons after a few
-responses, and streams closed before any request.
+responses, and streams closed before any request. On the multiplexed Sessions stream: frames of keyed calls,
+requests and closes in any order, with or without the keys opened, and a random, mutated or undecodable frame.
 """
 
 from __future__ import annotations
@@ -125,6 +126,58 @@ def test_session_streams(toolenv: ServiceProcess, trials: Trials) -> None:
     assert wait_for(lambda: toolenv.metric("eigenloop_toolenv_sessions_active") == 0, timeout_s=10)
     with ToolEnvClient(toolenv.address) as client, client.session("toy") as session:
         assert not session.call(tool_call("get_order", {"order_id": "O10001"})).error
+
+
+# One keyed request of a Sessions frame: mostly tool calls (keys are opened first), any request, or a close.
+KEYED = st.tuples(st.integers(0, 3), st.one_of(*[CALLS] * 4, REQUESTS, st.none()))
+FRAMES = st.lists(st.lists(KEYED, max_size=5), max_size=4)
+GARBAGE_FRAME = st.one_of(
+    messages(tpb.SessionFrame, OVERRIDES).map(lambda m: m.SerializeToString()),
+    mutated(messages(tpb.SessionFrame, OVERRIDES)),
+    invalid_utf8(tpb.SessionFrame),
+    st.binary(max_size=300),
+)
+
+
+def _frame(items: list[tuple[int, tpb.SessionRequest | None]]) -> bytes:
+    frame = tpb.SessionFrame()
+    for key, request in items:
+        frame.items.add(key=key, request=request, close=request is None)
+    return frame.SerializeToString()
+
+
+def test_sessions_streams(toolenv: ServiceProcess, trials: Trials) -> None:
+    """Multiplexed: keys opened (or not), then frames of keyed calls, requests and closes in any order, and a
+    random, mutated or undecodable frame among them. Every per-key error must be as clear as a stream's status."""
+    opening = _frame([(key, tpb.SessionRequest.FromString(OPEN)) for key in range(4)])
+
+    @fuzz_settings(300)
+    @given(opened=st.booleans(), frames=FRAMES, garbage=st.none() | GARBAGE_FRAME)
+    def run(opened: bool, frames: list[list[tuple[int, tpb.SessionRequest | None]]], garbage: bytes | None) -> None:
+        wire = ([opening] if opened else []) + [_frame(items) for items in frames]
+        if garbage is not None:
+            wire.insert(len(wire) // 2, garbage)
+        call = channel.stream_stream(
+            SERVICE + "Sessions", request_serializer=None, response_deserializer=tpb.SessionResultFrame.FromString
+        )
+        key_codes: set[str] = set()
+        try:
+            for frame in call(iter(wire), timeout=10):
+                key_codes |= {item.error.code for item in frame.items if item.HasField("error")}
+            code = "OK"
+        except grpc.RpcError as exc:
+            code = exc.code().name
+        shape = "keys opened, then fuzzed frames" if opened else "fuzzed frames only"
+        trials.record("fuzz: toolenv", f"Sessions: {shape}{', one garbage frame' if garbage else ''}", code)
+        for key_code in key_codes:
+            trials.record("fuzz: toolenv", "Sessions: a key's error", key_code)
+        assert code in CLEAR
+        assert key_codes <= CLEAR
+
+    with grpc.insecure_channel(toolenv.address) as channel:
+        run()
+    assert_alive(toolenv)
+    assert wait_for(lambda: toolenv.metric("eigenloop_toolenv_sessions_active") == 0, timeout_s=10)
 
 
 def test_tool_calls_in_one_session(toolenv: ServiceProcess, trials: Trials) -> None:

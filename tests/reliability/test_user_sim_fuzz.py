@@ -4,7 +4,9 @@ every case, no crash, no hang, and the server healthy (and holding no conversati
 Tried: opens with a real sample task of every domain with random fields merged in (persona, instructions,
 reference dialogue, checker, any turn limit including negative and huge ones) or a wholly random task; then agent
 messages (empty, unicode, long), user tool results nobody asked for, requests in any order, valid messages with
-random byte edits, invalid UTF-8 in any string field, random bytes; streams the client abandons early.
+random byte edits, invalid UTF-8 in any string field, random bytes; streams the client abandons early. On the
+multiplexed Conversations stream: fuzzed opens on a few keys, then keyed requests and closes in any order, and a
+random, mutated or undecodable frame.
 """
 
 from __future__ import annotations
@@ -80,6 +82,61 @@ def test_converse_streams(user_sim: ServiceProcess, trials: Trials) -> None:
         ending = "abandoned early" if read is not None else "half-closed" if sent else "closed before any request"
         trials.record("fuzz: user_sim", f"Converse: {shape}, {ending}", code)
         assert code in CLEAR | {"CANCELLED_BY_CLIENT"}
+
+    with grpc.insecure_channel(user_sim.address) as channel:
+        run()
+    assert_alive(user_sim)
+    assert wait_for(lambda: user_sim.metric("eigenloop_user_sim_conversations_active") == 0, timeout_s=10)
+
+
+def _frame(items: list[tuple[int, upb.ConverseRequest | None]]) -> bytes:
+    frame = upb.ConverseFrame()
+    for key, request in items:
+        frame.items.add(key=key, request=request, close=request is None)
+    return frame.SerializeToString()
+
+
+def test_conversations_streams(user_sim: ServiceProcess, trials: Trials) -> None:
+    """Multiplexed: fuzzed opens on a few keys, then frames of keyed agent messages, any requests and closes in
+    any order, and a random, mutated or undecodable frame among them; every per-key error must be clear."""
+    keyed = st.tuples(st.integers(0, 3), st.one_of(*[AGENT_MESSAGES] * 4, REQUESTS, st.none()))
+    garbage_frame = st.one_of(
+        messages(upb.ConverseFrame, OVERRIDES).map(lambda m: m.SerializeToString()),
+        mutated(messages(upb.ConverseFrame, OVERRIDES)),
+        invalid_utf8(upb.ConverseFrame),
+        st.binary(max_size=300),
+    )
+    call = CONVERSE.replace("Converse", "Conversations")
+
+    @fuzz_settings(300)
+    @given(
+        openings=st.lists(opens(), max_size=3),
+        frames=st.lists(st.lists(keyed, max_size=5), max_size=4),
+        garbage=st.none() | garbage_frame,
+    )
+    def run(
+        openings: list[upb.ConverseRequest],
+        frames: list[list[tuple[int, upb.ConverseRequest | None]]],
+        garbage: bytes | None,
+    ) -> None:
+        wire = [_frame(list(enumerate(openings)))] + [_frame(items) for items in frames]
+        if garbage is not None:
+            wire.insert(len(wire) // 2, garbage)
+        stub = channel.stream_stream(
+            call, request_serializer=None, response_deserializer=upb.ConverseResultFrame.FromString
+        )
+        key_codes: set[str] = set()
+        try:
+            for frame in stub(iter(wire), timeout=10):
+                key_codes |= {item.error.code for item in frame.items if item.HasField("error")}
+            code = "OK"
+        except grpc.RpcError as exc:
+            code = exc.code().name
+        trials.record("fuzz: user_sim", f"Conversations: fuzzed frames{', one garbage frame' if garbage else ''}", code)
+        for key_code in key_codes:
+            trials.record("fuzz: user_sim", "Conversations: a key's error", key_code)
+        assert code in CLEAR
+        assert key_codes <= CLEAR
 
     with grpc.insecure_channel(user_sim.address) as channel:
         run()

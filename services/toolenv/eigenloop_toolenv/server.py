@@ -1,11 +1,12 @@
-"""toolenv's gRPC servicer: each Session stream owns one EnvSession, freed when the stream ends."""
+"""toolenv's gRPC servicer: each Session stream, or each key of a Sessions stream, owns one EnvSession, freed when
+it ends."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
@@ -20,11 +21,12 @@ from eigenloop.domains import UnknownDomainError, available_domains, load_domain
 from eigenloop.domains.base import Domain
 from eigenloop.env.session import MAX_ARGUMENTS_BYTES, EnvSession, InitialStateError
 from eigenloop.protocol import side_from_pb, tool_schema
+from eigenloop.rpc.mux import serve_keys
 from eigenloop.rpc.server import Registration, abort, episode_request_kind, run_service
 
 log = logging.getLogger(__name__)
 
-SESSIONS_ACTIVE = Gauge("eigenloop_toolenv_sessions_active", "Open Session streams.")
+SESSIONS_ACTIVE = Gauge("eigenloop_toolenv_sessions_active", "Open sessions.")
 SESSIONS = Counter("eigenloop_toolenv_sessions_total", "Sessions opened.", ["domain"])
 TOOL_CALLS = Counter(
     "eigenloop_toolenv_tool_calls_total", "Tool calls by outcome.", ["domain", "tool", "side", "outcome"]
@@ -53,6 +55,7 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
     def __init__(self, config: ToolEnvConfig) -> None:
         self.config = config
         self.domain_names = config.domains or available_domains()
+        self.draining: Callable[[], bool] = lambda: False  # the runtime's drain flag, once serving
         for name in self.domain_names:
             load_domain(name)  # fail at start-up, not on the first episode
 
@@ -99,43 +102,20 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
     def Session(
         self, requests: Iterator[tpb.SessionRequest], context: grpc.ServicerContext
     ) -> Iterator[tpb.SessionResponse]:
-        session: EnvSession | None = None
-        calls = 0
-        SESSIONS_ACTIVE.inc()
+        session = _SessionHandler(self, context)
         try:
             for request in requests:
-                kind = episode_request_kind(request, context, opened=session is not None, holds="an open session")
-                if kind == "open":
-                    session = self._open(request.open, context)
-                    SESSIONS.labels(session.domain.name).inc()
-                    yield tpb.SessionResponse(
-                        opened=tpb.SessionOpened(
-                            session_id=session.session_id,
-                            domain=session.domain.name,
-                            state_hash=session.state_hash(),
-                            tools=[tool_schema(t) for t in session.domain.agent_tools],
-                            user_tools=[tool_schema(t) for t in session.domain.user_tools],
-                        )
-                    )
-                    continue
-                assert session is not None
-                if kind == "call":
-                    calls += 1
-                    if calls > self.config.max_calls_per_session:
-                        abort(
-                            context,
-                            grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"session exceeded {self.config.max_calls_per_session} tool calls",
-                        )
-                    yield tpb.SessionResponse(result=self._call(session, request.call))
-                elif kind == "evaluate":
-                    yield tpb.SessionResponse(reward=self._evaluate(session, request.evaluate))
-                else:
-                    yield tpb.SessionResponse(
-                        state=tpb.StateSnapshot(state_json=session.state_json(), state_hash=session.state_hash())
-                    )
+                yield session.handle(request)
         finally:
-            SESSIONS_ACTIVE.dec()
+            session.close()
+
+    def Sessions(
+        self, frames: Iterator[tpb.SessionFrame], context: grpc.ServicerContext
+    ) -> Iterator[tpb.SessionResultFrame]:
+        # Inline: a tool call or an evaluation is a few microseconds of Python, less than a thread hand-off.
+        return serve_keys(
+            frames, context, tpb.SessionResultFrame, lambda key: _SessionHandler(self, key), draining=self.draining
+        )
 
     def _open(self, request: tpb.OpenSession, context: grpc.ServicerContext) -> EnvSession:
         domain_name = request.domain or request.task.domain
@@ -183,6 +163,52 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
         ).inc()
         REWARD.labels(domain).observe(reward.value)
         return reward
+
+
+class _SessionHandler:
+    """One session's requests, in order: a Session stream's, or one key's of a Sessions stream."""
+
+    def __init__(self, servicer: ToolEnvServicer, context: grpc.ServicerContext) -> None:
+        self.servicer = servicer
+        self.context = context
+        self.session: EnvSession | None = None
+        self.calls = 0
+        SESSIONS_ACTIVE.inc()
+
+    def handle(self, request: tpb.SessionRequest) -> tpb.SessionResponse:
+        context, servicer = self.context, self.servicer
+        kind = episode_request_kind(request, context, opened=self.session is not None, holds="an open session")
+        if kind == "open":
+            opened = self.session = servicer._open(request.open, context)
+            SESSIONS.labels(opened.domain.name).inc()
+            return tpb.SessionResponse(
+                opened=tpb.SessionOpened(
+                    session_id=opened.session_id,
+                    domain=opened.domain.name,
+                    state_hash=opened.state_hash(),
+                    tools=[tool_schema(t) for t in opened.domain.agent_tools],
+                    user_tools=[tool_schema(t) for t in opened.domain.user_tools],
+                )
+            )
+        session = self.session
+        assert session is not None
+        if kind == "call":
+            self.calls += 1
+            if self.calls > servicer.config.max_calls_per_session:
+                abort(
+                    context,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"session exceeded {servicer.config.max_calls_per_session} tool calls",
+                )
+            return tpb.SessionResponse(result=servicer._call(session, request.call))
+        if kind == "evaluate":
+            return tpb.SessionResponse(reward=servicer._evaluate(session, request.evaluate))
+        return tpb.SessionResponse(
+            state=tpb.StateSnapshot(state_json=session.state_json(), state_hash=session.state_hash())
+        )
+
+    def close(self) -> None:
+        SESSIONS_ACTIVE.dec()
 
 
 def registrations(config: ToolEnvConfig) -> list[Registration]:

@@ -1,4 +1,5 @@
-"""user_sim's gRPC servicer: each Converse stream owns one Conversation, freed when the stream ends."""
+"""user_sim's gRPC servicer: each Converse stream, or each key of a Conversations stream, owns one Conversation,
+freed when it ends."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import grpc
@@ -19,6 +21,7 @@ from eigenloop.contracts.v1 import user_sim_pb2 as upb
 from eigenloop.contracts.v1 import user_sim_pb2_grpc
 from eigenloop.domains import UnknownDomainError, load_domain
 from eigenloop.llm.factory import BackendConfig, make_backend
+from eigenloop.rpc.mux import serve_keys
 from eigenloop.rpc.server import Registration, abort, episode_request_kind, run_service
 from eigenloop.usersim import (
     Conversation,
@@ -30,7 +33,7 @@ from eigenloop.usersim import (
     make_policy,
 )
 
-ACTIVE = Gauge("eigenloop_user_sim_conversations_active", "Open Converse streams.")
+ACTIVE = Gauge("eigenloop_user_sim_conversations_active", "Open conversations.")
 CONVERSATIONS = Counter("eigenloop_user_sim_conversations_total", "Conversations opened.", ["domain"])
 TURN_SECONDS = Histogram(
     "eigenloop_user_sim_turn_seconds",
@@ -75,23 +78,32 @@ class UserSimServicer(user_sim_pb2_grpc.UserSimServicer):
         self.config = config
         self.policy = build_policy(config)
         self.replica_id = config.replica_id or f"user_sim-{uuid.uuid4().hex[:8]}"
+        self.draining: Callable[[], bool] = lambda: False  # the runtime's drain flag, once serving
         self.slots = threading.BoundedSemaphore(config.max_concurrent_turns)
+        self.turns = ThreadPoolExecutor(config.max_concurrent_turns, thread_name_prefix="user_sim-turn")
 
     def Converse(
         self, requests: Iterator[upb.ConverseRequest], context: grpc.ServicerContext
     ) -> Iterator[upb.ConverseResponse]:
-        conversation: Conversation | None = None
-        ACTIVE.inc()
+        conversation = _ConversationHandler(self, context)
         try:
             for request in requests:
-                kind = episode_request_kind(request, context, opened=conversation is not None, holds="a conversation")
-                if kind == "open":
-                    conversation = self._open(request.open, context)
-                assert conversation is not None
-                turn = self._turn(conversation, request, context)
-                yield upb.ConverseResponse(turn=turn, replica_id=self.replica_id)
+                yield conversation.handle(request)
         finally:
-            ACTIVE.dec()
+            conversation.close()
+
+    def Conversations(
+        self, frames: Iterator[upb.ConverseFrame], context: grpc.ServicerContext
+    ) -> Iterator[upb.ConverseResultFrame]:
+        # A turn may take as long as the user model does: turns run on the pool, answered as each finishes.
+        return serve_keys(
+            frames,
+            context,
+            upb.ConverseResultFrame,
+            lambda key: _ConversationHandler(self, key),
+            self.turns,
+            self.draining,
+        )
 
     def _turn(
         self, conversation: Conversation, request: upb.ConverseRequest, context: grpc.ServicerContext
@@ -143,6 +155,28 @@ class UserSimServicer(user_sim_pb2_grpc.UserSimServicer):
         opening.CopyFrom(request)
         opening.max_turns = request.max_turns or self.config.max_turns
         return Conversation.from_open(self.policy, opening, domain=domain)
+
+
+class _ConversationHandler:
+    """One conversation's requests, in order: a Converse stream's, or one key's of a Conversations stream."""
+
+    def __init__(self, servicer: UserSimServicer, context: grpc.ServicerContext) -> None:
+        self.servicer = servicer
+        self.context = context
+        self.conversation: Conversation | None = None
+        ACTIVE.inc()
+
+    def handle(self, request: upb.ConverseRequest) -> upb.ConverseResponse:
+        servicer, context = self.servicer, self.context
+        kind = episode_request_kind(request, context, opened=self.conversation is not None, holds="a conversation")
+        if kind == "open":
+            self.conversation = servicer._open(request.open, context)
+        assert self.conversation is not None
+        turn = servicer._turn(self.conversation, request, context)
+        return upb.ConverseResponse(turn=turn, replica_id=servicer.replica_id)
+
+    def close(self) -> None:
+        ACTIVE.dec()
 
 
 def registrations(config: UserSimConfig) -> list[Registration]:

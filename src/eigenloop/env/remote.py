@@ -10,24 +10,27 @@ from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import toolenv_pb2 as tpb
 from eigenloop.contracts.v1 import toolenv_pb2_grpc
 from eigenloop.rpc.client import ClientTLS, ServicePolicy, connect
-from eigenloop.rpc.stream import LockstepStream, StreamOwner
+from eigenloop.rpc.mux import Multiplexers
+from eigenloop.rpc.pool import Lease
+from eigenloop.rpc.stream import Exchange, LockstepStream, StreamOwner
 
 TOOLENV_POLICY = ServicePolicy(
     service="eigenloop.v1.ToolEnv",
     idempotent_methods=("ListDomains", "DescribeDomain"),
     streaming_methods=("Session",),
+    multiplexed_methods=("Sessions",),
     unary_timeout_s=10.0,
     stream_timeout_s=900.0,
 )
 
 
 class RemoteSession(StreamOwner):
-    """One toolenv session; each request waits for its response, so calls see each other's effects."""
+    """One toolenv session; each request waits for its response, so calls see each other's effects.
 
-    def __init__(self, stub: toolenv_pb2_grpc.ToolEnvStub, request: tpb.OpenSession, timeout_s: float) -> None:
-        self._stream: LockstepStream[tpb.SessionRequest, tpb.SessionResponse] = LockstepStream(
-            stub.Session, timeout_s=timeout_s, service="toolenv"
-        )
+    Its stream is a Session stream of its own or one key of a Sessions stream."""
+
+    def __init__(self, stream: Exchange[tpb.SessionRequest, tpb.SessionResponse], request: tpb.OpenSession) -> None:
+        self._stream = stream
         self.opened = self._stream.send(tpb.SessionRequest(open=request)).opened
         self.session_id = self.opened.session_id
 
@@ -57,7 +60,10 @@ class RemoteSession(StreamOwner):
 
 
 class ToolEnvClient:
-    """A toolenv client over every replica at `addresses` (new sessions spread round-robin)."""
+    """A toolenv client over every replica at `addresses` (new sessions spread round-robin).
+
+    With `multiplexed`, sessions are keys of one Sessions stream (on one replica) instead of a Session stream
+    each: far less CPU per message for a client with many sessions open at once."""
 
     def __init__(
         self,
@@ -66,10 +72,14 @@ class ToolEnvClient:
         auth_token: str | None = None,
         tls: ClientTLS | None = None,
         session_timeout_s: float = TOOLENV_POLICY.stream_timeout_s,
+        multiplexed: bool = False,
     ) -> None:
         self.channel = connect(addresses, TOOLENV_POLICY, auth_token=auth_token, tls=tls)
         self.stub = toolenv_pb2_grpc.ToolEnvStub(self.channel)
         self.session_timeout_s = session_timeout_s
+        self.multiplexed = multiplexed
+        self._streams = Multiplexers(lambda channel: self.stub.Sessions, tpb.SessionFrame, service="toolenv")
+        self._lease = Lease(str(addresses), self.channel)
 
     def list_domains(self) -> list[tpb.DomainSummary]:
         return list(self.stub.ListDomains(tpb.ListDomainsRequest()).domains)
@@ -87,12 +97,17 @@ class ToolEnvClient:
         seed: int = 0,
     ) -> RemoteSession:
         request = tpb.OpenSession(domain=domain, task=task, initial_state=initial_state, seed=seed)
-        return RemoteSession(self.stub, request, self.session_timeout_s)
+        if self.multiplexed:
+            return RemoteSession(self._streams.open(self._lease, self.session_timeout_s), request)
+        return RemoteSession(
+            LockstepStream(self.stub.Session, timeout_s=self.session_timeout_s, service="toolenv"), request
+        )
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
         grpc.channel_ready_future(self.channel).result(timeout=timeout_s)
 
     def close(self) -> None:
+        self._streams.close()
         self.channel.close()
 
     def __enter__(self) -> ToolEnvClient:

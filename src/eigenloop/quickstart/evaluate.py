@@ -101,16 +101,13 @@ def play(
     on_episode: OnEpisode,
 ) -> list[tuple[pb.Task, list[pb.Trajectory]]]:
     by_id = {t.id: t for t in tasks}
-    manager = rollout_manager(
-        addresses, tokenizer, group_size=samples, temperature=temperature, config=config, ahead=len(tasks)
-    )
     results: dict[str, list[pb.Trajectory]] = {}
-    try:
+    with rollout_manager(
+        addresses, tokenizer, group_size=samples, temperature=temperature, config=config, ahead=len(tasks)
+    ) as manager:
         for group in manager.rollout(tasks):
             results[group.task.id] = group.trajectories
             on_episode(len(group.trajectories))
-    finally:
-        manager.close()
     return [(by_id[t.id], results[t.id]) for t in tasks]
 
 

@@ -8,7 +8,8 @@ inference after every step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ def inference_settings(model: Path, batch: int) -> dict[str, str]:
     }
 
 
+@contextmanager
 def rollout_manager(
     addresses: dict[str, str],
     tokenizer: Any,
@@ -118,20 +120,23 @@ def rollout_manager(
     temperature: float,
     config: QuickstartConfig,
     ahead: int,
-) -> RolloutManager:
-    return RolloutManager(
-        RemotePolicy(addresses["inference"]),
-        RemoteEnvironments(addresses["toolenv"]),
-        RemoteUsers(addresses["user_sim"], sampling=USER_SAMPLING),
-        tokenizer,
-        RolloutConfig(
+) -> Iterator[RolloutManager]:
+    """A manager over the local services; on exit it and its clients (channels, multiplexed streams) are closed."""
+    with ExitStack() as stack:
+        policy = RemotePolicy(addresses["inference"])
+        stack.callback(policy.close)
+        environments = RemoteEnvironments(addresses["toolenv"])
+        stack.callback(environments.close)
+        users = RemoteUsers(addresses["user_sim"], sampling=USER_SAMPLING)
+        stack.callback(users.close)
+        rollout = RolloutConfig(
             group_size=group_size,
             max_in_flight=64,
             max_ready_groups=ahead,
             seed=config.seed,
             episode=episode_config(config, temperature),
-        ),
-    )
+        )
+        yield stack.enter_context(RolloutManager(policy, environments, users, tokenizer, rollout))
 
 
 def train_grpo(
@@ -155,12 +160,11 @@ def train_grpo(
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(sft_model))
-    manager = rollout_manager(
-        addresses, tokenizer, group_size=g.group_size, temperature=1.0, config=config, ahead=g.tasks_per_step
-    )
     stream = task_stream(g.task_sampling, read_tasks(tasks), config.seed)
-    source = ManagerSource(manager, stream, closer=manager)
-    result = run_grpo(grpo, source=source, sync=InferenceSync(grpo.sync), on_step=on_step)
+    with rollout_manager(
+        addresses, tokenizer, group_size=g.group_size, temperature=1.0, config=config, ahead=g.tasks_per_step
+    ) as manager:
+        result = run_grpo(grpo, source=ManagerSource(manager, stream), sync=InferenceSync(grpo.sync), on_step=on_step)
     stats = manager.stats
     return {
         "model": str(result.model_dir),

@@ -8,7 +8,7 @@ Remote failures surface as InfraError naming the replica, which the manager avoi
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from eigenloop.contracts.v1 import common_pb2 as pb
@@ -21,10 +21,11 @@ from eigenloop.env.session import EnvSession
 from eigenloop.protocol import tool_schema
 from eigenloop.rollout.discovery import discover
 from eigenloop.rollout.failures import InfraError, infra_errors
+from eigenloop.rpc.mux import Multiplexers
 from eigenloop.rpc.pool import Lease, ReplicaPool
 from eigenloop.usersim.conversation import Conversation
 from eigenloop.usersim.policies import UserPolicy
-from eigenloop.usersim.remote import USER_SIM_POLICY, RemoteConversation
+from eigenloop.usersim.remote import USER_SIM_POLICY, RemoteConversation, UserSimClient
 
 LOCAL = "in-process"
 
@@ -138,13 +139,13 @@ class LocalUsers:
 
 
 class _RemoteEnvironment:
-    def __init__(self, pool: ReplicaPool, lease: Lease, request: tpb.OpenSession, timeout_s: float, policy: str):
+    def __init__(self, pool: ReplicaPool, lease: Lease, session: Callable[[], RemoteSession], policy: str):
         self._pool, self._lease = pool, lease
         self.address = lease.address
         self.policy = policy
         try:
             with infra_errors("toolenv", self.address):
-                self._session = RemoteSession(toolenv_pb2_grpc.ToolEnvStub(lease.channel), request, timeout_s)
+                self._session = session()
         except BaseException:
             pool.release(lease)
             raise
@@ -174,7 +175,8 @@ class _RemoteEnvironment:
 
 class RemoteEnvironments:
     """toolenv replicas at `target` (a list, a DNS name, or a live address source such as an EndpointSlice
-    watch); each episode's Session goes to the replica with the fewest open sessions."""
+    watch); each episode's session goes to the replica with the fewest open sessions, as one key of the one
+    Sessions stream this manager keeps to that replica."""
 
     def __init__(
         self,
@@ -186,6 +188,9 @@ class RemoteEnvironments:
     ) -> None:
         self.pool = ReplicaPool(discover(target), TOOLENV_POLICY, auth_token=auth_token, refresh_s=refresh_s)
         self.session_timeout_s = session_timeout_s
+        self.streams = Multiplexers(
+            lambda channel: toolenv_pb2_grpc.ToolEnvStub(channel).Sessions, tpb.SessionFrame, service="toolenv"
+        )
         self._policies: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -212,9 +217,14 @@ class RemoteEnvironments:
             self.pool.release(lease)
             raise
         request = tpb.OpenSession(domain=task.domain, task=task, seed=task.provenance.seed)
-        return _RemoteEnvironment(self.pool, lease, request, self.session_timeout_s, policy)
+
+        def session() -> RemoteSession:
+            return RemoteSession(self.streams.open(lease, self.session_timeout_s), request)
+
+        return _RemoteEnvironment(self.pool, lease, session, policy)
 
     def close(self) -> None:
+        self.streams.close()
         self.pool.close()
 
 
@@ -242,7 +252,8 @@ class _RemoteUser:
 
 
 class RemoteUsers:
-    """user_sim replicas at `target`; each conversation is pinned to the least-loaded replica."""
+    """user_sim replicas at `target`; each conversation is pinned to the least-loaded replica, as one key of the
+    one Conversations stream this manager keeps to that replica."""
 
     def __init__(
         self,
@@ -254,8 +265,10 @@ class RemoteUsers:
         max_turns: int = 0,
         sampling: pb.SamplingParams | None = None,
     ) -> None:
-        self.pool = ReplicaPool(discover(target), USER_SIM_POLICY, auth_token=auth_token, refresh_s=refresh_s)
-        self.timeout_s = timeout_s
+        self.client = UserSimClient(
+            discover(target), timeout_s=timeout_s, auth_token=auth_token, refresh_s=refresh_s, multiplexed=True
+        )
+        self.pool = self.client.pool
         self.max_turns = max_turns
         self.sampling = sampling
 
@@ -264,13 +277,14 @@ class RemoteUsers:
         if self.sampling is not None:
             sampling.CopyFrom(self.sampling)
         sampling.seed = seed
-        request = upb.OpenConversation(task=task, sampling=sampling, max_turns=self.max_turns, episode_id=episode_id)
         try:
             with infra_errors("user_sim"):
-                conversation = RemoteConversation(self.pool, request, self.timeout_s, avoid)
+                conversation = self.client.conversation(
+                    task, sampling=sampling, max_turns=self.max_turns, episode_id=episode_id, avoid=avoid
+                )
         except (ValueError, OSError) as exc:
             raise InfraError("user_sim", "", str(exc)) from exc
         return _RemoteUser(conversation)
 
     def close(self) -> None:
-        self.pool.close()
+        self.client.close()

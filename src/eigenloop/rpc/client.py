@@ -41,6 +41,8 @@ class ServicePolicy:
     unary_timeout_s: float = 10.0
     stream_timeout_s: float = 600.0
     streaming_methods: tuple[str, ...] = ()
+    multiplexed_methods: tuple[str, ...] = ()
+    """Streams that live as long as the client (eigenloop.rpc.mux): no deadline; each key has its own."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     single_threaded_unary_stream: bool = False
     """Server-streaming responses are read by the thread that iterates them (gRPC's SingleThreadedUnaryStream):
@@ -76,6 +78,8 @@ class ServicePolicy:
                     "timeout": seconds(self.stream_timeout_s),
                 }
             )
+        if self.multiplexed_methods:
+            configs.append({"name": [{"service": self.service, "method": m} for m in self.multiplexed_methods]})
         return {"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": configs}
 
 

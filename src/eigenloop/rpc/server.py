@@ -117,6 +117,8 @@ class ServiceRuntime:
     def start(self) -> None:
         for reg in self.registrations:
             reg.add_to_server(reg.servicer, self.server)
+            if hasattr(reg.servicer, "draining"):  # servicers of multiplexed streams refuse new keys while draining
+                reg.servicer.draining = lambda: self.state.draining
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [reg.service_name for reg in self.registrations]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)

@@ -9,15 +9,30 @@ from __future__ import annotations
 import queue
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 _CLOSE = object()
+_Sent = TypeVar("_Sent", contravariant=True)
+_Received = TypeVar("_Received", covariant=True)
 
 
 class StreamClosedError(RuntimeError):
     """The server ended the stream without answering a request: the episode is infrastructure-failed."""
+
+
+class Exchange(Protocol[_Sent, _Received]):
+    """What a session client needs of its stream: a LockstepStream of its own, or one key of a multiplexed
+    stream (eigenloop.rpc.mux.MuxStream)."""
+
+    def send(self, request: _Sent) -> _Received: ...
+
+    def send_many(self, requests: Sequence[_Sent]) -> Sequence[_Received]: ...
+
+    def close(self) -> None: ...
+
+    def cancel(self) -> None: ...
 
 
 class LockstepStream(Generic[Request, Response]):

@@ -26,37 +26,45 @@ _sym_db = _symbol_database.Default()
 from eigenloop.contracts.v1 import common_pb2 as eigenloop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65igenloop/v1/toolenv.proto\x12\x0c\x65igenloop.v1\x1a\x19\x65igenloop/v1/common.proto\"\x14\n\x12ListDomainsRequest\"e\n\rDomainSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x18\n\x10\x61gent_tool_count\x18\x03 \x01(\x05\x12\x17\n\x0fuser_tool_count\x18\x04 \x01(\x05\"C\n\x13ListDomainsResponse\x12,\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x1b.eigenloop.v1.DomainSummary\"\'\n\x15\x44\x65scribeDomainRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"\xd6\x01\n\x11\x44omainDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\'\n\x05tools\x18\x04 \x03(\x0b\x32\x18.eigenloop.v1.ToolSchema\x12,\n\nuser_tools\x18\x05 \x03(\x0b\x32\x18.eigenloop.v1.ToolSchema\x12\x1b\n\x13\x61ssertion_functions\x18\x06 \x03(\t\x12\x1a\n\x12initial_state_hash\x18\x07 \x01(\t\"\x94\x01\n\x0bOpenSession\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12 \n\x04task\x18\x02 \x01(\x0b\x32\x12.eigenloop.v1.Task\x12\x31\n\rinitial_state\x18\x03 \x01(\x0b\x32\x1a.eigenloop.v1.InitialState\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x12\n\nepisode_id\x18\x05 \x01(\t\"b\n\x0f\x45valuateRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.eigenloop.v1.Message\x12&\n\x07\x63hecker\x18\x02 \x01(\x0b\x32\x15.eigenloop.v1.Checker\"\x11\n\x0fGetStateRequest\"\xd5\x01\n\x0eSessionRequest\x12)\n\x04open\x18\x01 \x01(\x0b\x32\x19.eigenloop.v1.OpenSessionH\x00\x12&\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x16.eigenloop.v1.ToolCallH\x00\x12\x31\n\x08\x65valuate\x18\x03 \x01(\x0b\x32\x1d.eigenloop.v1.EvaluateRequestH\x00\x12\x32\n\tget_state\x18\x04 \x01(\x0b\x32\x1d.eigenloop.v1.GetStateRequestH\x00\x42\t\n\x07request\"\x9e\x01\n\rSessionOpened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x12\n\nstate_hash\x18\x03 \x01(\t\x12\'\n\x05tools\x18\x04 \x03(\x0b\x32\x18.eigenloop.v1.ToolSchema\x12,\n\nuser_tools\x18\x05 \x03(\x0b\x32\x18.eigenloop.v1.ToolSchema\"7\n\rStateSnapshot\x12\x12\n\nstate_json\x18\x01 \x01(\t\x12\x12\n\nstate_hash\x18\x02 \x01(\t\"\xce\x01\n\x0fSessionResponse\x12-\n\x06opened\x18\x01 \x01(\x0b\x32\x1b.eigenloop.v1.SessionOpenedH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.eigenloop.v1.ToolResultH\x00\x12&\n\x06reward\x18\x03 \x01(\x0b\x32\x14.eigenloop.v1.RewardH\x00\x12,\n\x05state\x18\x04 \x01(\x0b\x32\x1b.eigenloop.v1.StateSnapshotH\x00\x42\n\n\x08response2\x81\x02\n\x07ToolEnv\x12R\n\x0bListDomains\x12 .eigenloop.v1.ListDomainsRequest\x1a!.eigenloop.v1.ListDomainsResponse\x12V\n\x0e\x44\x65scribeDomain\x12#.eigenloop.v1.DescribeDomainRequest\x1a\x1f.eigenloop.v1.DomainDescription\x12J\n\x07Session\x12\x1c.eigenloop.v1.SessionRequest\x1a\x1d.eigenloop.v1.SessionResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65igenloop/v1/toolenv.proto\x12\x0c\x65igenloop.v1\x1a\x19\x65igenloop/v1/common.proto\"`\n\x13KeyedSessionRequest\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12-\n\x07request\x18\x02 \x01(\x0b\x32\x1c.eigenloop.v1.SessionRequest\x12\r\n\x05\x63lose\x18\x03 \x01(\x08\"@\n\x0cSessionFrame\x12\x30\n\x05items\x18\x01 \x03(\x0b\x32!.eigenloop.v1.KeyedSessionRequest\"{\n\x14KeyedSessionResponse\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1d.eigenloop.v1.SessionResponse\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.eigenloop.v1.KeyError\"G\n\x12SessionResultFrame\x12\x31\n\x05items\x18\x01 \x03(\x0b\x32\".eigenloop.v1.KeyedSessionResponse\"\x14\n\x12ListDomainsRequest\"e\n\rDomainSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x18\n\x10\x61gent_tool_count\x18\x03 \x01(\x05\x12\x17\n\x0fuser_tool_count\x18\x04 \x01(\x05\"C\n\x13ListDomainsResponse\x12,\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x1b.eigenloop.v1.DomainSummary\"\'\n\x15\x44\x65scribeDomainRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"\xd6\x01\n\x11\x44omainDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\'\n\x05tools\x18\x04 \x03(\x0b\x32\x18.eigenloop.v1.ToolSchema\x12,\n\nuser_tools\x18\x05 \x03(\x0b\x32\x18.eigenloop.v1.ToolSchema\x12\x1b\n\x13\x61ssertion_functions\x18\x06 \x03(\t\x12\x1a\n\x12initial_state_hash\x18\x07 \x01(\t\"\x94\x01\n\x0bOpenSession\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12 \n\x04task\x18\x02 \x01(\x0b\x32\x12.eigenloop.v1.Task\x12\x31\n\rinitial_state\x18\x03 \x01(\x0b\x32\x1a.eigenloop.v1.InitialState\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x12\n\nepisode_id\x18\x05 \x01(\t\"b\n\x0f\x45valuateRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.eigenloop.v1.Message\x12&\n\x07\x63hecker\x18\x02 \x01(\x0b\x32\x15.eigenloop.v1.Checker\"\x11\n\x0fGetStateRequest\"\xd5\x01\n\x0eSessionRequest\x12)\n\x04open\x18\x01 \x01(\x0b\x32\x19.eigenloop.v1.OpenSessionH\x00\x12&\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x16.eigenloop.v1.ToolCallH\x00\x12\x31\n\x08\x65valuate\x18\x03 \x01(\x0b\x32\x1d.eigenloop.v1.EvaluateRequestH\x00\x12\x32\n\tget_state\x18\x04 \x01(\x0b\x32\x1d.eigenloop.v1.GetStateRequestH\x00\x42\t\n\x07request\"\x9e\x01\n\rSessionOpened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x12\n\nstate_hash\x18\x03 \x01(\t\x12\'\n\x05tools\x18\x04 \x03(\x0b\x32\x18.eigenloop.v1.ToolSchema\x12,\n\nuser_tools\x18\x05 \x03(\x0b\x32\x18.eigenloop.v1.ToolSchema\"7\n\rStateSnapshot\x12\x12\n\nstate_json\x18\x01 \x01(\t\x12\x12\n\nstate_hash\x18\x02 \x01(\t\"\xce\x01\n\x0fSessionResponse\x12-\n\x06opened\x18\x01 \x01(\x0b\x32\x1b.eigenloop.v1.SessionOpenedH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.eigenloop.v1.ToolResultH\x00\x12&\n\x06reward\x18\x03 \x01(\x0b\x32\x14.eigenloop.v1.RewardH\x00\x12,\n\x05state\x18\x04 \x01(\x0b\x32\x1b.eigenloop.v1.StateSnapshotH\x00\x42\n\n\x08response2\xcf\x02\n\x07ToolEnv\x12R\n\x0bListDomains\x12 .eigenloop.v1.ListDomainsRequest\x1a!.eigenloop.v1.ListDomainsResponse\x12V\n\x0e\x44\x65scribeDomain\x12#.eigenloop.v1.DescribeDomainRequest\x1a\x1f.eigenloop.v1.DomainDescription\x12J\n\x07Session\x12\x1c.eigenloop.v1.SessionRequest\x1a\x1d.eigenloop.v1.SessionResponse(\x01\x30\x01\x12L\n\x08Sessions\x12\x1a.eigenloop.v1.SessionFrame\x1a .eigenloop.v1.SessionResultFrame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eigenloop.v1.toolenv_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTDOMAINSREQUEST']._serialized_start=71
-  _globals['_LISTDOMAINSREQUEST']._serialized_end=91
-  _globals['_DOMAINSUMMARY']._serialized_start=93
-  _globals['_DOMAINSUMMARY']._serialized_end=194
-  _globals['_LISTDOMAINSRESPONSE']._serialized_start=196
-  _globals['_LISTDOMAINSRESPONSE']._serialized_end=263
-  _globals['_DESCRIBEDOMAINREQUEST']._serialized_start=265
-  _globals['_DESCRIBEDOMAINREQUEST']._serialized_end=304
-  _globals['_DOMAINDESCRIPTION']._serialized_start=307
-  _globals['_DOMAINDESCRIPTION']._serialized_end=521
-  _globals['_OPENSESSION']._serialized_start=524
-  _globals['_OPENSESSION']._serialized_end=672
-  _globals['_EVALUATEREQUEST']._serialized_start=674
-  _globals['_EVALUATEREQUEST']._serialized_end=772
-  _globals['_GETSTATEREQUEST']._serialized_start=774
-  _globals['_GETSTATEREQUEST']._serialized_end=791
-  _globals['_SESSIONREQUEST']._serialized_start=794
-  _globals['_SESSIONREQUEST']._serialized_end=1007
-  _globals['_SESSIONOPENED']._serialized_start=1010
-  _globals['_SESSIONOPENED']._serialized_end=1168
-  _globals['_STATESNAPSHOT']._serialized_start=1170
-  _globals['_STATESNAPSHOT']._serialized_end=1225
-  _globals['_SESSIONRESPONSE']._serialized_start=1228
-  _globals['_SESSIONRESPONSE']._serialized_end=1434
-  _globals['_TOOLENV']._serialized_start=1437
-  _globals['_TOOLENV']._serialized_end=1694
+  _globals['_KEYEDSESSIONREQUEST']._serialized_start=71
+  _globals['_KEYEDSESSIONREQUEST']._serialized_end=167
+  _globals['_SESSIONFRAME']._serialized_start=169
+  _globals['_SESSIONFRAME']._serialized_end=233
+  _globals['_KEYEDSESSIONRESPONSE']._serialized_start=235
+  _globals['_KEYEDSESSIONRESPONSE']._serialized_end=358
+  _globals['_SESSIONRESULTFRAME']._serialized_start=360
+  _globals['_SESSIONRESULTFRAME']._serialized_end=431
+  _globals['_LISTDOMAINSREQUEST']._serialized_start=433
+  _globals['_LISTDOMAINSREQUEST']._serialized_end=453
+  _globals['_DOMAINSUMMARY']._serialized_start=455
+  _globals['_DOMAINSUMMARY']._serialized_end=556
+  _globals['_LISTDOMAINSRESPONSE']._serialized_start=558
+  _globals['_LISTDOMAINSRESPONSE']._serialized_end=625
+  _globals['_DESCRIBEDOMAINREQUEST']._serialized_start=627
+  _globals['_DESCRIBEDOMAINREQUEST']._serialized_end=666
+  _globals['_DOMAINDESCRIPTION']._serialized_start=669
+  _globals['_DOMAINDESCRIPTION']._serialized_end=883
+  _globals['_OPENSESSION']._serialized_start=886
+  _globals['_OPENSESSION']._serialized_end=1034
+  _globals['_EVALUATEREQUEST']._serialized_start=1036
+  _globals['_EVALUATEREQUEST']._serialized_end=1134
+  _globals['_GETSTATEREQUEST']._serialized_start=1136
+  _globals['_GETSTATEREQUEST']._serialized_end=1153
+  _globals['_SESSIONREQUEST']._serialized_start=1156
+  _globals['_SESSIONREQUEST']._serialized_end=1369
+  _globals['_SESSIONOPENED']._serialized_start=1372
+  _globals['_SESSIONOPENED']._serialized_end=1530
+  _globals['_STATESNAPSHOT']._serialized_start=1532
+  _globals['_STATESNAPSHOT']._serialized_end=1587
+  _globals['_SESSIONRESPONSE']._serialized_start=1590
+  _globals['_SESSIONRESPONSE']._serialized_end=1796
+  _globals['_TOOLENV']._serialized_start=1799
+  _globals['_TOOLENV']._serialized_end=2134
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,11 @@ class ToolEnvStub:
                 request_serializer=eigenloop_dot_v1_dot_toolenv__pb2.SessionRequest.SerializeToString,
                 response_deserializer=eigenloop_dot_v1_dot_toolenv__pb2.SessionResponse.FromString,
                 _registered_method=True)
+        self.Sessions = channel.stream_stream(
+                '/eigenloop.v1.ToolEnv/Sessions',
+                request_serializer=eigenloop_dot_v1_dot_toolenv__pb2.SessionFrame.SerializeToString,
+                response_deserializer=eigenloop_dot_v1_dot_toolenv__pb2.SessionResultFrame.FromString,
+                _registered_method=True)
 
 
 class ToolEnvServicer:
@@ -76,6 +81,18 @@ class ToolEnvServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Sessions(self, request_iterator, context):
+        """Many sessions over one stream: a rollout manager with hundreds of episodes in flight keeps one stream
+        per replica instead of one per episode (per-stream overhead dominated its CPU). Each key is a session
+        that behaves exactly as its own Session stream: its first request must be `open`, its requests are
+        answered in order, `close` frees it (no response), and an error ends only that key (KeyError). Frames
+        carry any mix of keys; the server answers as work finishes and ends the stream after the client's
+        half-close once every request is answered. Keys are chosen by the client, unique per stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolEnvServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +110,11 @@ def add_ToolEnvServicer_to_server(servicer, server):
                     servicer.Session,
                     request_deserializer=eigenloop_dot_v1_dot_toolenv__pb2.SessionRequest.FromString,
                     response_serializer=eigenloop_dot_v1_dot_toolenv__pb2.SessionResponse.SerializeToString,
+            ),
+            'Sessions': grpc.stream_stream_rpc_method_handler(
+                    servicer.Sessions,
+                    request_deserializer=eigenloop_dot_v1_dot_toolenv__pb2.SessionFrame.FromString,
+                    response_serializer=eigenloop_dot_v1_dot_toolenv__pb2.SessionResultFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +198,33 @@ class ToolEnv:
             '/eigenloop.v1.ToolEnv/Session',
             eigenloop_dot_v1_dot_toolenv__pb2.SessionRequest.SerializeToString,
             eigenloop_dot_v1_dot_toolenv__pb2.SessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sessions(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/eigenloop.v1.ToolEnv/Sessions',
+            eigenloop_dot_v1_dot_toolenv__pb2.SessionFrame.SerializeToString,
+            eigenloop_dot_v1_dot_toolenv__pb2.SessionResultFrame.FromString,
             options,
             channel_credentials,
             insecure,

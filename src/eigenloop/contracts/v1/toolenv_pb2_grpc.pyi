@@ -39,6 +39,14 @@ class ToolEnvStub:
     evaluations and state reads, in order, each answered by exactly one response. The session's state
     is an isolated copy and is freed when the stream ends, however it ends.
     """
+    Sessions: _grpc.StreamStreamMultiCallable[_toolenv_pb2.SessionFrame, _toolenv_pb2.SessionResultFrame]
+    """Many sessions over one stream: a rollout manager with hundreds of episodes in flight keeps one stream
+    per replica instead of one per episode (per-stream overhead dominated its CPU). Each key is a session
+    that behaves exactly as its own Session stream: its first request must be `open`, its requests are
+    answered in order, `close` frees it (no response), and an error ends only that key (KeyError). Frames
+    carry any mix of keys; the server answers as work finishes and ends the stream after the client's
+    half-close once every request is answered. Keys are chosen by the client, unique per stream.
+    """
 
 @_typing.type_check_only
 class ToolEnvAsyncStub(ToolEnvStub):
@@ -49,6 +57,14 @@ class ToolEnvAsyncStub(ToolEnvStub):
     """One episode's environment. The first request must be `open`; then any number of tool calls,
     evaluations and state reads, in order, each answered by exactly one response. The session's state
     is an isolated copy and is freed when the stream ends, however it ends.
+    """
+    Sessions: _aio.StreamStreamMultiCallable[_toolenv_pb2.SessionFrame, _toolenv_pb2.SessionResultFrame]  # type: ignore[assignment]
+    """Many sessions over one stream: a rollout manager with hundreds of episodes in flight keeps one stream
+    per replica instead of one per episode (per-stream overhead dominated its CPU). Each key is a session
+    that behaves exactly as its own Session stream: its first request must be `open`, its requests are
+    answered in order, `close` frees it (no response), and an error ends only that key (KeyError). Frames
+    carry any mix of keys; the server answers as work finishes and ends the stream after the client's
+    half-close once every request is answered. Keys are chosen by the client, unique per stream.
     """
 
 class ToolEnvServicer(metaclass=_abc_1.ABCMeta):
@@ -75,6 +91,20 @@ class ToolEnvServicer(metaclass=_abc_1.ABCMeta):
         """One episode's environment. The first request must be `open`; then any number of tool calls,
         evaluations and state reads, in order, each answered by exactly one response. The session's state
         is an isolated copy and is freed when the stream ends, however it ends.
+        """
+
+    @_abc_1.abstractmethod
+    def Sessions(
+        self,
+        request_iterator: _MaybeAsyncIterator[_toolenv_pb2.SessionFrame],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_toolenv_pb2.SessionResultFrame], _abc.AsyncIterator[_toolenv_pb2.SessionResultFrame]]:
+        """Many sessions over one stream: a rollout manager with hundreds of episodes in flight keeps one stream
+        per replica instead of one per episode (per-stream overhead dominated its CPU). Each key is a session
+        that behaves exactly as its own Session stream: its first request must be `open`, its requests are
+        answered in order, `close` frees it (no response), and an error ends only that key (KeyError). Frames
+        carry any mix of keys; the server answers as work finishes and ends the stream after the client's
+        half-close once every request is answered. Keys are chosen by the client, unique per stream.
         """
 
 def add_ToolEnvServicer_to_server(servicer: ToolEnvServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,29 +26,37 @@ _sym_db = _symbol_database.Default()
 from eigenloop.contracts.v1 import common_pb2 as eigenloop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65igenloop/v1/user_sim.proto\x12\x0c\x65igenloop.v1\x1a\x19\x65igenloop/v1/common.proto\"\x8b\x01\n\x10OpenConversation\x12 \n\x04task\x18\x01 \x01(\x0b\x32\x12.eigenloop.v1.Task\x12.\n\x08sampling\x18\x02 \x01(\x0b\x32\x1c.eigenloop.v1.SamplingParams\x12\x12\n\nepisode_id\x18\x03 \x01(\t\x12\x11\n\tmax_turns\x18\x04 \x01(\x05\"\x1f\n\x0c\x41gentMessage\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\"<\n\x0fUserToolResults\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.eigenloop.v1.ToolResult\"\xb8\x01\n\x0f\x43onverseRequest\x12.\n\x04open\x18\x01 \x01(\x0b\x32\x1e.eigenloop.v1.OpenConversationH\x00\x12\x33\n\ragent_message\x18\x02 \x01(\x0b\x32\x1a.eigenloop.v1.AgentMessageH\x00\x12\x35\n\x0ctool_results\x18\x03 \x01(\x0b\x32\x1d.eigenloop.v1.UserToolResultsH\x00\x42\t\n\x07request\"1\n\x0cTurnValidity\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x12\n\nviolations\x18\x02 \x03(\t\"\xb2\x01\n\x08UserTurn\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12*\n\ntool_calls\x18\x02 \x03(\x0b\x32\x16.eigenloop.v1.ToolCall\x12\x0c\n\x04stop\x18\x03 \x01(\x08\x12-\n\x0bstop_reason\x18\x04 \x01(\x0e\x32\x18.eigenloop.v1.StopReason\x12,\n\x08validity\x18\x05 \x01(\x0b\x32\x1a.eigenloop.v1.TurnValidity\"L\n\x10\x43onverseResponse\x12$\n\x04turn\x18\x01 \x01(\x0b\x32\x16.eigenloop.v1.UserTurn\x12\x12\n\nreplica_id\x18\x02 \x01(\t*\xbc\x01\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14STOP_REASON_GOAL_MET\x10\x01\x12!\n\x1dSTOP_REASON_GOAL_UNACHIEVABLE\x10\x02\x12\x1b\n\x17STOP_REASON_TRANSFERRED\x10\x03\x12\x1c\n\x18STOP_REASON_OUT_OF_SCOPE\x10\x04\x12\x19\n\x15STOP_REASON_MAX_TURNS\x10\x05\x32X\n\x07UserSim\x12M\n\x08\x43onverse\x12\x1d.eigenloop.v1.ConverseRequest\x1a\x1e.eigenloop.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65igenloop/v1/user_sim.proto\x12\x0c\x65igenloop.v1\x1a\x19\x65igenloop/v1/common.proto\"b\n\x14KeyedConverseRequest\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12.\n\x07request\x18\x02 \x01(\x0b\x32\x1d.eigenloop.v1.ConverseRequest\x12\r\n\x05\x63lose\x18\x03 \x01(\x08\"B\n\rConverseFrame\x12\x31\n\x05items\x18\x01 \x03(\x0b\x32\".eigenloop.v1.KeyedConverseRequest\"}\n\x15KeyedConverseResponse\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1e.eigenloop.v1.ConverseResponse\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.eigenloop.v1.KeyError\"I\n\x13\x43onverseResultFrame\x12\x32\n\x05items\x18\x01 \x03(\x0b\x32#.eigenloop.v1.KeyedConverseResponse\"\x8b\x01\n\x10OpenConversation\x12 \n\x04task\x18\x01 \x01(\x0b\x32\x12.eigenloop.v1.Task\x12.\n\x08sampling\x18\x02 \x01(\x0b\x32\x1c.eigenloop.v1.SamplingParams\x12\x12\n\nepisode_id\x18\x03 \x01(\t\x12\x11\n\tmax_turns\x18\x04 \x01(\x05\"\x1f\n\x0c\x41gentMessage\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\"<\n\x0fUserToolResults\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.eigenloop.v1.ToolResult\"\xb8\x01\n\x0f\x43onverseRequest\x12.\n\x04open\x18\x01 \x01(\x0b\x32\x1e.eigenloop.v1.OpenConversationH\x00\x12\x33\n\ragent_message\x18\x02 \x01(\x0b\x32\x1a.eigenloop.v1.AgentMessageH\x00\x12\x35\n\x0ctool_results\x18\x03 \x01(\x0b\x32\x1d.eigenloop.v1.UserToolResultsH\x00\x42\t\n\x07request\"1\n\x0cTurnValidity\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x12\n\nviolations\x18\x02 \x03(\t\"\xb2\x01\n\x08UserTurn\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12*\n\ntool_calls\x18\x02 \x03(\x0b\x32\x16.eigenloop.v1.ToolCall\x12\x0c\n\x04stop\x18\x03 \x01(\x08\x12-\n\x0bstop_reason\x18\x04 \x01(\x0e\x32\x18.eigenloop.v1.StopReason\x12,\n\x08validity\x18\x05 \x01(\x0b\x32\x1a.eigenloop.v1.TurnValidity\"L\n\x10\x43onverseResponse\x12$\n\x04turn\x18\x01 \x01(\x0b\x32\x16.eigenloop.v1.UserTurn\x12\x12\n\nreplica_id\x18\x02 \x01(\t*\xbc\x01\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14STOP_REASON_GOAL_MET\x10\x01\x12!\n\x1dSTOP_REASON_GOAL_UNACHIEVABLE\x10\x02\x12\x1b\n\x17STOP_REASON_TRANSFERRED\x10\x03\x12\x1c\n\x18STOP_REASON_OUT_OF_SCOPE\x10\x04\x12\x19\n\x15STOP_REASON_MAX_TURNS\x10\x05\x32\xad\x01\n\x07UserSim\x12M\n\x08\x43onverse\x12\x1d.eigenloop.v1.ConverseRequest\x1a\x1e.eigenloop.v1.ConverseResponse(\x01\x30\x01\x12S\n\rConversations\x12\x1b.eigenloop.v1.ConverseFrame\x1a!.eigenloop.v1.ConverseResultFrame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eigenloop.v1.user_sim_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STOPREASON']._serialized_start=807
-  _globals['_STOPREASON']._serialized_end=995
-  _globals['_OPENCONVERSATION']._serialized_start=73
-  _globals['_OPENCONVERSATION']._serialized_end=212
-  _globals['_AGENTMESSAGE']._serialized_start=214
-  _globals['_AGENTMESSAGE']._serialized_end=245
-  _globals['_USERTOOLRESULTS']._serialized_start=247
-  _globals['_USERTOOLRESULTS']._serialized_end=307
-  _globals['_CONVERSEREQUEST']._serialized_start=310
-  _globals['_CONVERSEREQUEST']._serialized_end=494
-  _globals['_TURNVALIDITY']._serialized_start=496
-  _globals['_TURNVALIDITY']._serialized_end=545
-  _globals['_USERTURN']._serialized_start=548
-  _globals['_USERTURN']._serialized_end=726
-  _globals['_CONVERSERESPONSE']._serialized_start=728
-  _globals['_CONVERSERESPONSE']._serialized_end=804
-  _globals['_USERSIM']._serialized_start=997
-  _globals['_USERSIM']._serialized_end=1085
+  _globals['_STOPREASON']._serialized_start=1177
+  _globals['_STOPREASON']._serialized_end=1365
+  _globals['_KEYEDCONVERSEREQUEST']._serialized_start=72
+  _globals['_KEYEDCONVERSEREQUEST']._serialized_end=170
+  _globals['_CONVERSEFRAME']._serialized_start=172
+  _globals['_CONVERSEFRAME']._serialized_end=238
+  _globals['_KEYEDCONVERSERESPONSE']._serialized_start=240
+  _globals['_KEYEDCONVERSERESPONSE']._serialized_end=365
+  _globals['_CONVERSERESULTFRAME']._serialized_start=367
+  _globals['_CONVERSERESULTFRAME']._serialized_end=440
+  _globals['_OPENCONVERSATION']._serialized_start=443
+  _globals['_OPENCONVERSATION']._serialized_end=582
+  _globals['_AGENTMESSAGE']._serialized_start=584
+  _globals['_AGENTMESSAGE']._serialized_end=615
+  _globals['_USERTOOLRESULTS']._serialized_start=617
+  _globals['_USERTOOLRESULTS']._serialized_end=677
+  _globals['_CONVERSEREQUEST']._serialized_start=680
+  _globals['_CONVERSEREQUEST']._serialized_end=864
+  _globals['_TURNVALIDITY']._serialized_start=866
+  _globals['_TURNVALIDITY']._serialized_end=915
+  _globals['_USERTURN']._serialized_start=918
+  _globals['_USERTURN']._serialized_end=1096
+  _globals['_CONVERSERESPONSE']._serialized_start=1098
+  _globals['_CONVERSERESPONSE']._serialized_end=1174
+  _globals['_USERSIM']._serialized_start=1368
+  _globals['_USERSIM']._serialized_end=1541
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,99 @@ STOP_REASON_MAX_TURNS: StopReason.ValueType  # 5
 Global___StopReason: _TypeAlias = StopReason  # noqa: Y015
 
 @_typing.final
+class KeyedConverseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    CLOSE_FIELD_NUMBER: _builtins.int
+    key: _builtins.int
+    close: _builtins.bool
+    @_builtins.property
+    def request(self) -> Global___ConverseRequest: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.int = ...,
+        request: Global___ConverseRequest | None = ...,
+        close: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "key", b"key", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyedConverseRequest: _TypeAlias = KeyedConverseRequest  # noqa: Y015
+
+@_typing.final
+class ConverseFrame(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyedConverseRequest]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___KeyedConverseRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConverseFrame: _TypeAlias = ConverseFrame  # noqa: Y015
+
+@_typing.final
+class KeyedConverseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    key: _builtins.int
+    @_builtins.property
+    def response(self) -> Global___ConverseResponse: ...
+    @_builtins.property
+    def error(self) -> _common_pb2.KeyError: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.int = ...,
+        response: Global___ConverseResponse | None = ...,
+        error: _common_pb2.KeyError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "key", b"key", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyedConverseResponse: _TypeAlias = KeyedConverseResponse  # noqa: Y015
+
+@_typing.final
+class ConverseResultFrame(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyedConverseResponse]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___KeyedConverseResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConverseResultFrame: _TypeAlias = ConverseResultFrame  # noqa: Y015
+
+@_typing.final
 class OpenConversation(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

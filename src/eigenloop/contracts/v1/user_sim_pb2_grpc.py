@@ -40,6 +40,11 @@ class UserSimStub:
                 request_serializer=eigenloop_dot_v1_dot_user__sim__pb2.ConverseRequest.SerializeToString,
                 response_deserializer=eigenloop_dot_v1_dot_user__sim__pb2.ConverseResponse.FromString,
                 _registered_method=True)
+        self.Conversations = channel.stream_stream(
+                '/eigenloop.v1.UserSim/Conversations',
+                request_serializer=eigenloop_dot_v1_dot_user__sim__pb2.ConverseFrame.SerializeToString,
+                response_deserializer=eigenloop_dot_v1_dot_user__sim__pb2.ConverseResultFrame.FromString,
+                _registered_method=True)
 
 
 class UserSimServicer:
@@ -53,6 +58,14 @@ class UserSimServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Conversations(self, request_iterator, context):
+        """Many conversations over one stream, each key behaving exactly as its own Converse stream (see
+        ToolEnv.Sessions for the framing rules: `close` frees a key, an error ends only that key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserSimServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +73,11 @@ def add_UserSimServicer_to_server(servicer, server):
                     servicer.Converse,
                     request_deserializer=eigenloop_dot_v1_dot_user__sim__pb2.ConverseRequest.FromString,
                     response_serializer=eigenloop_dot_v1_dot_user__sim__pb2.ConverseResponse.SerializeToString,
+            ),
+            'Conversations': grpc.stream_stream_rpc_method_handler(
+                    servicer.Conversations,
+                    request_deserializer=eigenloop_dot_v1_dot_user__sim__pb2.ConverseFrame.FromString,
+                    response_serializer=eigenloop_dot_v1_dot_user__sim__pb2.ConverseResultFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +107,33 @@ class UserSim:
             '/eigenloop.v1.UserSim/Converse',
             eigenloop_dot_v1_dot_user__sim__pb2.ConverseRequest.SerializeToString,
             eigenloop_dot_v1_dot_user__sim__pb2.ConverseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Conversations(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/eigenloop.v1.UserSim/Conversations',
+            eigenloop_dot_v1_dot_user__sim__pb2.ConverseFrame.SerializeToString,
+            eigenloop_dot_v1_dot_user__sim__pb2.ConverseResultFrame.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,10 @@ class UserSimStub:
     """First request `open` → the user's first turn. Then each agent message (or the results of the
     user's own tool calls) → the next user turn, until a turn with stop set.
     """
+    Conversations: _grpc.StreamStreamMultiCallable[_user_sim_pb2.ConverseFrame, _user_sim_pb2.ConverseResultFrame]
+    """Many conversations over one stream, each key behaving exactly as its own Converse stream (see
+    ToolEnv.Sessions for the framing rules: `close` frees a key, an error ends only that key).
+    """
 
 @_typing.type_check_only
 class UserSimAsyncStub(UserSimStub):
@@ -43,6 +47,10 @@ class UserSimAsyncStub(UserSimStub):
     Converse: _aio.StreamStreamMultiCallable[_user_sim_pb2.ConverseRequest, _user_sim_pb2.ConverseResponse]  # type: ignore[assignment]
     """First request `open` → the user's first turn. Then each agent message (or the results of the
     user's own tool calls) → the next user turn, until a turn with stop set.
+    """
+    Conversations: _aio.StreamStreamMultiCallable[_user_sim_pb2.ConverseFrame, _user_sim_pb2.ConverseResultFrame]  # type: ignore[assignment]
+    """Many conversations over one stream, each key behaving exactly as its own Converse stream (see
+    ToolEnv.Sessions for the framing rules: `close` frees a key, an error ends only that key).
     """
 
 class UserSimServicer(metaclass=_abc_1.ABCMeta):
@@ -54,6 +62,16 @@ class UserSimServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_user_sim_pb2.ConverseResponse], _abc.AsyncIterator[_user_sim_pb2.ConverseResponse]]:
         """First request `open` → the user's first turn. Then each agent message (or the results of the
         user's own tool calls) → the next user turn, until a turn with stop set.
+        """
+
+    @_abc_1.abstractmethod
+    def Conversations(
+        self,
+        request_iterator: _MaybeAsyncIterator[_user_sim_pb2.ConverseFrame],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_user_sim_pb2.ConverseResultFrame], _abc.AsyncIterator[_user_sim_pb2.ConverseResultFrame]]:
+        """Many conversations over one stream, each key behaving exactly as its own Converse stream (see
+        ToolEnv.Sessions for the framing rules: `close` frees a key, an error ends only that key).
         """
 
 def add_UserSimServicer_to_server(servicer: UserSimServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
