@@ -3,11 +3,14 @@ an engine without the cache generates.
 
 Tried: three-turn episodes, several at once in one batch (rows with a cached prefix next to rows without one, of
 different lengths), greedy and seeded sampling; a weight update between turns (the old states must not be reused);
-the cache's own bookkeeping (longest prefix wins, a proper prefix only, LRU eviction).
+the cache's own bookkeeping (longest prefix wins, a proper prefix only, LRU eviction); a sliding-window model (its
+layers keep only their window: no prefix is stored, and batches are served; before, storing one failed every batch).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -106,3 +109,22 @@ def test_cache_finds_the_longest_proper_prefix_and_evicts_the_least_recent() -> 
     assert cache.longest_prefix([9, 1, 2]) is None
     cache.store(_entry([7, 8, 9]))  # evicts [1, 2, 3, 4], used less recently than [1, 2]
     assert len(cache) == 2 and cache.longest_prefix([1, 2, 3, 4, 5]).tokens == (1, 2)  # type: ignore[union-attr]
+
+
+def test_a_sliding_window_model_keeps_no_prefixes_and_serves_batches(model_dir: Path, tmp_path: Path) -> None:
+    sliding = tmp_path / "sliding"
+    shutil.copytree(model_dir, sliding)
+    config = json.loads((sliding / "config.json").read_text())
+    config.update(use_sliding_window=True, sliding_window=8, max_window_layers=1)
+    config["layer_types"] = ["full_attention", "sliding_attention"]
+    (sliding / "config.json").write_text(json.dumps(config))
+    engine = TransformersEngine(sliding, max_batch_size=4, batch_window_ms=50)
+    try:
+        params = pb.SamplingParams(temperature=0.0, max_new_tokens=12)
+        prompts = [[11, 12, 13], list(range(40, 60)), [7]]
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            batched = list(pool.map(lambda p: engine.generate(p, params, timeout_s=60).token_ids, prompts))
+        assert batched == [engine.generate(p, params, timeout_s=60).token_ids for p in prompts]
+        assert len(engine._prefix) == 0
+    finally:
+        engine.close()

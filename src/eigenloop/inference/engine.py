@@ -48,7 +48,7 @@ from eigenloop.inference.base import (
     WeightMismatchError,
     as_token_ids,
 )
-from eigenloop.inference.kv_cache import reserved_cache
+from eigenloop.inference.kv_cache import ReservedLayer, reserved_cache
 from eigenloop.inference.prefix_cache import CachedPrefix, PrefixCache
 from eigenloop.llm.base import BackendError
 
@@ -151,7 +151,10 @@ class TransformersEngine(ServedModel):
         self._updated_at = time.time()
         POLICY_VERSION.set(0)
 
-        self._prefix = PrefixCache(prefix_cache_entries)  # used by the batcher thread, under the weights lock
+        # Sliding-window layers keep only their window of KV states, so there is no whole prefix to store.
+        full_kv = all(isinstance(layer, ReservedLayer) for layer in reserved_cache(config, 1).layers)
+        # Used by the batcher thread, under the weights lock.
+        self._prefix = PrefixCache(prefix_cache_entries if full_kv else 0)
         self._pending: list[_Request] = []
         self._cond = threading.Condition()
         self._closed = False
