@@ -8,8 +8,9 @@ from SFT), at most 4 policy turns of at most 24 tokens, temperature 1, the proce
     grpc_overhead_ratio           the same episodes (same seeds) with policy, toolenv and user_sim in this process
                                   vs as three gRPC services on loopback, in interleaved halves: wall time per
                                   episode gRPC / in-process (and the CPU per episode of each side)
-    episodes_per_s_by_concurrency 1, 8 and 32 episodes in flight, in process, the user behind a fixed per-turn
-                                  latency (LatencyUser, like a remote LLM)
+    episodes_per_s_by_concurrency 1, 8, 32 and 64 episodes in flight through the services, the user_sim replica
+                                  adding a fixed latency to every turn (like a remote LLM), and each rate as a
+                                  share of linear scaling from 1 in flight
     batching_speedup              inference tokens/s for 32 requests submitted together vs one at a time
     prefix_cache_speedup          the same episodes (same seeds) in process with the engine's prefix cache vs without
                                   it (every turn re-encoding the whole history): episodes/s ratio
@@ -49,7 +50,7 @@ from eigenloop.rollout.episode import EpisodeConfig
 from eigenloop.rollout.manager import RolloutConfig, RolloutManager
 from eigenloop.rollout.policy import LocalPolicy, RemotePolicy
 from eigenloop.rollout.services import LocalEnvironments, LocalUsers, RemoteEnvironments, RemoteUsers
-from eigenloop.usersim.policies import LatencyUser, ProceduralUser
+from eigenloop.usersim.policies import ProceduralUser
 from tests.support import ServiceProcess
 
 EPISODE = EpisodeConfig(
@@ -193,14 +194,22 @@ def main() -> int:
         result["episodes_per_s_1m_policy"] = round(remote_side.rate(), 1)
         result["target_episodes_per_s_1m_policy"] = 50
 
+        # A latency-bound user_sim replica (every turn takes `latency_s`, like a remote LLM), through the services.
+        slow_args = ["--max-concurrent-turns", "256", "--turn-latency-s", str(args.latency_s)]
+        slow_user_sim = stack.enter_context(ServiceProcess("eigenloop_user_sim.server", slow_args))
+        slow_users = RemoteUsers(slow_user_sim.address)
+        stack.callback(slow_users.close)
         by_concurrency = {}
-        for in_flight in (1, 8, 32):
-            latency = LatencyUser(ProceduralUser(), args.latency_s)
+        for in_flight in (1, 8, 32, 64):
             cfg = RolloutConfig(group_size=1, max_in_flight=in_flight, seed=0, episode=EPISODE)
-            with RolloutManager(LocalPolicy(engine), LocalEnvironments(), LocalUsers(latency), tokenizer, cfg) as m:
-                episodes, seconds = timed(m, 4 * in_flight)
+            with RolloutManager(policy, environments, slow_users, tokenizer, cfg) as m:
+                timed(m, 2)
+                episodes, seconds = timed(m, 8 * in_flight)
             by_concurrency[str(in_flight)] = round(episodes / seconds, 2)
         result["episodes_per_s_by_concurrency"] = by_concurrency
+        result["concurrency_share_of_linear"] = {
+            n: round(rate / (int(n) * by_concurrency["1"]), 2) for n, rate in by_concurrency.items()
+        }
         result["user_latency_s"] = args.latency_s
 
         prompts = [
