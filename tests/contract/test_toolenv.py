@@ -343,3 +343,28 @@ def test_python_checkers_run_sandboxed_and_failures_are_checker_errors(
         assert error in reward.failure_reason or error in reward.breakdown[-1].detail
     else:
         assert not reward.checker_error and reward.value == value
+
+
+def test_a_slow_evaluation_holds_up_no_other_session_of_its_stream(toolenv: ServiceProcess) -> None:
+    """Multiplexed: one session's evaluation runs a sandboxed checker that computes for a while; meanwhile another
+    session of the same Sessions stream gets its tool calls answered."""
+    slow = "def check(state, messages):\n    for i in range(8_000_000):\n        pass\n    return 1.0\n"
+    checker = pb.Checker(python=pb.PythonChecker(source=slow, timeout_s=4.5), reward_basis=[pb.REWARD_COMPONENT_PYTHON])
+    with ToolEnvClient(toolenv.address, multiplexed=True) as client:
+        evaluating, other = client.session("toy"), client.session("toy")
+        evaluated = threading.Event()
+        rewards: list[pb.Reward] = []
+
+        def evaluate() -> None:
+            rewards.append(evaluating.evaluate([], checker))
+            evaluated.set()
+
+        thread = threading.Thread(target=evaluate)
+        thread.start()
+        lookups = 0
+        while not evaluated.is_set() and lookups < 20:
+            assert not other.call(tool_call("get_order", {"order_id": "O10001"})).error
+            lookups += 1
+        thread.join(timeout=60)
+        assert rewards and rewards[0].value == 1.0, rewards
+        assert lookups == 20  # all answered while the evaluation was still running

@@ -10,6 +10,7 @@ from types import ModuleType
 from hypothesis import HealthCheck, settings
 
 from eigenloop.launcher import health
+from tests.reliability.conftest import Trials
 from tests.support import ServiceProcess
 
 # Bad input gets one of these; anything else (UNKNOWN, INTERNAL: an unhandled exception; DEADLINE_EXCEEDED: a
@@ -32,6 +33,15 @@ def fuzz_settings(examples: int) -> settings:
             HealthCheck.large_base_example,
         ],
     )
+
+
+def record_multiplexed(trials: Trials, area: str, stream: str, what: str, code: str, key_codes: set[str]) -> None:
+    """Record how a fuzzed multiplexed stream ended and how its keys did; every one of them must be clear."""
+    trials.record(area, f"{stream}: {what}", code)
+    for key_code in key_codes:
+        trials.record(area, f"{stream}: a key's error", key_code)
+    assert code in CLEAR
+    assert key_codes <= CLEAR
 
 
 def assert_alive(service: ServiceProcess) -> None:

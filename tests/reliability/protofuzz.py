@@ -212,3 +212,44 @@ def raw_call(
     except grpc.RpcError as exc:
         return str(exc.code().name)
     return "OK"
+
+
+def keyed_frame(frame_type: type[Message], items: Sequence[tuple[int, Message | None]]) -> bytes:
+    """A multiplexed stream's frame (eigenloop.rpc.mux): each (key, request) an entry; a None request closes the key."""
+    frame: Any = frame_type()
+    for key, request in items:
+        frame.items.add(key=key, request=request, close=request is None)
+    return bytes(frame.SerializeToString())
+
+
+def garbage_frames(frame_type: type[Message], overrides: Overrides) -> st.SearchStrategy[bytes]:
+    """A frame from the contract with random contents, a mutated one, one with invalid UTF-8, or random bytes."""
+    return st.one_of(
+        messages(frame_type, overrides).map(lambda m: m.SerializeToString()),
+        mutated(messages(frame_type, overrides)),
+        invalid_utf8(frame_type),
+        st.binary(max_size=300),
+    )
+
+
+def multiplexed_call(
+    channel: grpc.Channel,
+    method: str,
+    frames: Sequence[bytes],
+    result_frame: type[Message],
+    garbage: bytes | None = None,
+    timeout_s: float = 10.0,
+) -> tuple[str, set[str]]:
+    """Send raw `frames` (with `garbage` in the middle, when given) to a multiplexed stream; returns the stream's final
+    status code's name and the status code names with which keys ended (KeyError entries of the answers)."""
+    frames = list(frames)
+    if garbage is not None:
+        frames.insert(len(frames) // 2, garbage)
+    call = channel.stream_stream(method, request_serializer=None, response_deserializer=result_frame.FromString)
+    key_codes: set[str] = set()
+    try:
+        for frame in call(iter(frames), timeout=timeout_s):
+            key_codes |= {item.error.code for item in frame.items if item.HasField("error")}
+    except grpc.RpcError as exc:
+        return str(exc.code().name), key_codes
+    return "OK", key_codes

@@ -24,8 +24,18 @@ from eigenloop.contracts.v1 import toolenv_pb2 as tpb
 from eigenloop.env.remote import ToolEnvClient
 from eigenloop.protocol import tool_call
 from tests.reliability.conftest import Trials
-from tests.reliability.fuzzing import CLEAR, assert_alive, fuzz_settings
-from tests.reliability.protofuzz import TEXT, invalid_utf8, messages, mutated, raw_call, string_paths
+from tests.reliability.fuzzing import CLEAR, assert_alive, fuzz_settings, record_multiplexed
+from tests.reliability.protofuzz import (
+    TEXT,
+    garbage_frames,
+    invalid_utf8,
+    keyed_frame,
+    messages,
+    multiplexed_call,
+    mutated,
+    raw_call,
+    string_paths,
+)
 from tests.support import ServiceProcess, wait_for
 
 TOOLENV = "eigenloop_toolenv.server"
@@ -131,48 +141,21 @@ def test_session_streams(toolenv: ServiceProcess, trials: Trials) -> None:
 # One keyed request of a Sessions frame: mostly tool calls (keys are opened first), any request, or a close.
 KEYED = st.tuples(st.integers(0, 3), st.one_of(*[CALLS] * 4, REQUESTS, st.none()))
 FRAMES = st.lists(st.lists(KEYED, max_size=5), max_size=4)
-GARBAGE_FRAME = st.one_of(
-    messages(tpb.SessionFrame, OVERRIDES).map(lambda m: m.SerializeToString()),
-    mutated(messages(tpb.SessionFrame, OVERRIDES)),
-    invalid_utf8(tpb.SessionFrame),
-    st.binary(max_size=300),
-)
-
-
-def _frame(items: list[tuple[int, tpb.SessionRequest | None]]) -> bytes:
-    frame = tpb.SessionFrame()
-    for key, request in items:
-        frame.items.add(key=key, request=request, close=request is None)
-    return frame.SerializeToString()
 
 
 def test_sessions_streams(toolenv: ServiceProcess, trials: Trials) -> None:
     """Multiplexed: keys opened (or not), then frames of keyed calls, requests and closes in any order, and a
     random, mutated or undecodable frame among them. Every per-key error must be as clear as a stream's status."""
-    opening = _frame([(key, tpb.SessionRequest.FromString(OPEN)) for key in range(4)])
+    opening = keyed_frame(tpb.SessionFrame, [(key, tpb.SessionRequest.FromString(OPEN)) for key in range(4)])
 
     @fuzz_settings(300)
-    @given(opened=st.booleans(), frames=FRAMES, garbage=st.none() | GARBAGE_FRAME)
+    @given(opened=st.booleans(), frames=FRAMES, garbage=st.none() | garbage_frames(tpb.SessionFrame, OVERRIDES))
     def run(opened: bool, frames: list[list[tuple[int, tpb.SessionRequest | None]]], garbage: bytes | None) -> None:
-        wire = ([opening] if opened else []) + [_frame(items) for items in frames]
-        if garbage is not None:
-            wire.insert(len(wire) // 2, garbage)
-        call = channel.stream_stream(
-            SERVICE + "Sessions", request_serializer=None, response_deserializer=tpb.SessionResultFrame.FromString
-        )
-        key_codes: set[str] = set()
-        try:
-            for frame in call(iter(wire), timeout=10):
-                key_codes |= {item.error.code for item in frame.items if item.HasField("error")}
-            code = "OK"
-        except grpc.RpcError as exc:
-            code = exc.code().name
+        wire = ([opening] if opened else []) + [keyed_frame(tpb.SessionFrame, items) for items in frames]
+        code, keys = multiplexed_call(channel, SERVICE + "Sessions", wire, tpb.SessionResultFrame, garbage)
         shape = "keys opened, then fuzzed frames" if opened else "fuzzed frames only"
-        trials.record("fuzz: toolenv", f"Sessions: {shape}{', one garbage frame' if garbage else ''}", code)
-        for key_code in key_codes:
-            trials.record("fuzz: toolenv", "Sessions: a key's error", key_code)
-        assert code in CLEAR
-        assert key_codes <= CLEAR
+        what = f"{shape}{', one garbage frame' if garbage else ''}"
+        record_multiplexed(trials, "fuzz: toolenv", "Sessions", what, code, keys)
 
     with grpc.insecure_channel(toolenv.address) as channel:
         run()

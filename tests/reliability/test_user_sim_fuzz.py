@@ -22,12 +22,22 @@ from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import user_sim_pb2 as upb
 from eigenloop.domains import sample_tasks
 from tests.reliability.conftest import Trials
-from tests.reliability.fuzzing import CLEAR, assert_alive, fuzz_settings
-from tests.reliability.protofuzz import TEXT, invalid_utf8, messages, mutated, raw_call
+from tests.reliability.fuzzing import CLEAR, assert_alive, fuzz_settings, record_multiplexed
+from tests.reliability.protofuzz import (
+    TEXT,
+    garbage_frames,
+    invalid_utf8,
+    keyed_frame,
+    messages,
+    multiplexed_call,
+    mutated,
+    raw_call,
+)
 from tests.support import ServiceProcess, wait_for
 
 USER_SIM = "eigenloop_user_sim.server"
 CONVERSE = "/eigenloop.v1.UserSim/Converse"
+CONVERSATIONS = "/eigenloop.v1.UserSim/Conversations"
 TASKS = [task for domain in ("toy", "telecom", "retail", "airline") for task in sample_tasks(domain)[:5]]
 OVERRIDES = {"domain": st.sampled_from(["toy", "telecom", "retail", "airline", "", "nope"]) | TEXT}
 
@@ -89,54 +99,27 @@ def test_converse_streams(user_sim: ServiceProcess, trials: Trials) -> None:
     assert wait_for(lambda: user_sim.metric("eigenloop_user_sim_conversations_active") == 0, timeout_s=10)
 
 
-def _frame(items: list[tuple[int, upb.ConverseRequest | None]]) -> bytes:
-    frame = upb.ConverseFrame()
-    for key, request in items:
-        frame.items.add(key=key, request=request, close=request is None)
-    return frame.SerializeToString()
-
-
 def test_conversations_streams(user_sim: ServiceProcess, trials: Trials) -> None:
     """Multiplexed: fuzzed opens on a few keys, then frames of keyed agent messages, any requests and closes in
     any order, and a random, mutated or undecodable frame among them; every per-key error must be clear."""
     keyed = st.tuples(st.integers(0, 3), st.one_of(*[AGENT_MESSAGES] * 4, REQUESTS, st.none()))
-    garbage_frame = st.one_of(
-        messages(upb.ConverseFrame, OVERRIDES).map(lambda m: m.SerializeToString()),
-        mutated(messages(upb.ConverseFrame, OVERRIDES)),
-        invalid_utf8(upb.ConverseFrame),
-        st.binary(max_size=300),
-    )
-    call = CONVERSE.replace("Converse", "Conversations")
 
     @fuzz_settings(300)
     @given(
         openings=st.lists(opens(), max_size=3),
         frames=st.lists(st.lists(keyed, max_size=5), max_size=4),
-        garbage=st.none() | garbage_frame,
+        garbage=st.none() | garbage_frames(upb.ConverseFrame, OVERRIDES),
     )
     def run(
         openings: list[upb.ConverseRequest],
         frames: list[list[tuple[int, upb.ConverseRequest | None]]],
         garbage: bytes | None,
     ) -> None:
-        wire = [_frame(list(enumerate(openings)))] + [_frame(items) for items in frames]
-        if garbage is not None:
-            wire.insert(len(wire) // 2, garbage)
-        stub = channel.stream_stream(
-            call, request_serializer=None, response_deserializer=upb.ConverseResultFrame.FromString
-        )
-        key_codes: set[str] = set()
-        try:
-            for frame in stub(iter(wire), timeout=10):
-                key_codes |= {item.error.code for item in frame.items if item.HasField("error")}
-            code = "OK"
-        except grpc.RpcError as exc:
-            code = exc.code().name
-        trials.record("fuzz: user_sim", f"Conversations: fuzzed frames{', one garbage frame' if garbage else ''}", code)
-        for key_code in key_codes:
-            trials.record("fuzz: user_sim", "Conversations: a key's error", key_code)
-        assert code in CLEAR
-        assert key_codes <= CLEAR
+        wire = [keyed_frame(upb.ConverseFrame, list(enumerate(openings)))]
+        wire += [keyed_frame(upb.ConverseFrame, items) for items in frames]
+        code, keys = multiplexed_call(channel, CONVERSATIONS, wire, upb.ConverseResultFrame, garbage)
+        what = f"fuzzed frames{', one garbage frame' if garbage else ''}"
+        record_multiplexed(trials, "fuzz: user_sim", "Conversations", what, code, keys)
 
     with grpc.insecure_channel(user_sim.address) as channel:
         run()

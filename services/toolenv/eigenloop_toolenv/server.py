@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
@@ -56,6 +57,7 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
         self.config = config
         self.domain_names = config.domains or available_domains()
         self.draining: Callable[[], bool] = lambda: False  # the runtime's drain flag, once serving
+        self.evaluations = ThreadPoolExecutor(config.workers, thread_name_prefix="toolenv-evaluate")
         for name in self.domain_names:
             load_domain(name)  # fail at start-up, not on the first episode
 
@@ -112,9 +114,17 @@ class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
     def Sessions(
         self, frames: Iterator[tpb.SessionFrame], context: grpc.ServicerContext
     ) -> Iterator[tpb.SessionResultFrame]:
-        # Inline: a tool call or an evaluation is a few microseconds of Python, less than a thread hand-off.
+        # A tool call is microseconds of Python, less than a thread hand-off: inline. An evaluation may run a
+        # sandboxed Python checker (a fresh interpreter, up to its timeout): on the pool, so the stream's other
+        # sessions go on meanwhile.
         return serve_keys(
-            frames, context, tpb.SessionResultFrame, lambda key: _SessionHandler(self, key), draining=self.draining
+            frames,
+            context,
+            tpb.SessionResultFrame,
+            lambda key: _SessionHandler(self, key),
+            self.evaluations,
+            slow=lambda request: request.WhichOneof("request") == "evaluate",
+            draining=self.draining,
         )
 
     def _open(self, request: tpb.OpenSession, context: grpc.ServicerContext) -> EnvSession:

@@ -102,7 +102,7 @@ class UserSimServicer(user_sim_pb2_grpc.UserSimServicer):
             upb.ConverseResultFrame,
             lambda key: _ConversationHandler(self, key),
             self.turns,
-            self.draining,
+            draining=self.draining,
         )
 
     def _turn(

@@ -13,10 +13,12 @@ entries have `key` and `request`/`close` (client to server) or `key` and `respon
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -77,18 +79,10 @@ class Multiplexer:
     def _frames(self) -> Iterator[Any]:
         """The request iterator gRPC consumes: every item queued since the last frame goes in the next one."""
         while True:
-            item = self._outbox.get()
-            frame = self._frame()
-            while item is not _END:
-                key, request, close = item
-                frame.items.add(key=key, request=request, close=close)
-                try:
-                    item = self._outbox.get_nowait()
-                except queue.Empty:
-                    break
+            frame, ended = _frame_of(self._outbox.get(), self._outbox, self._frame)
             if frame.items:
                 yield frame
-            if item is _END:
+            if ended:
                 return
 
     def _receive(self) -> None:
@@ -121,11 +115,11 @@ class Multiplexer:
         return MuxStream(self, key, inbox, timeout_s)
 
     def _send(self, key: int, request: Any) -> None:
-        self._outbox.put((key, request, False))
+        self._outbox.put({"key": key, "request": request})
 
     def _close_key(self, key: int) -> None:
         if self._inboxes.pop(key, None) is not None and self.broken is None:
-            self._outbox.put((key, None, True))
+            self._outbox.put({"key": key, "close": True})
 
     def close(self) -> None:
         """Half-close: the server answers what it was asked, frees every key and ends the stream."""
@@ -174,6 +168,19 @@ class MuxStream(Generic[Request, Response]):
         self._mux._close_key(self.key)
 
     cancel = close
+
+
+def _frame_of(first: Any, outbox: queue.SimpleQueue[Any], frame_type: type[Any]) -> tuple[Any, bool]:
+    """`first` and every item already waiting in `outbox` (each the fields of one entry of `items`) as one frame,
+    and whether the end of the stream came among them."""
+    frame, item = frame_type(), first
+    while item is not _END:
+        frame.items.add(**item)
+        try:
+            item = outbox.get_nowait()
+        except queue.Empty:
+            return frame, False
+    return frame, True
 
 
 def _status(name: str) -> grpc.StatusCode:
@@ -244,9 +251,13 @@ class KeyHandler(Protocol):
 
 @dataclass
 class _Key:
+    """One key's handler and its work, done one item at a time in the order it came (inline or on the executor)."""
+
     handler: KeyHandler
-    lock: threading.Lock = field(default_factory=threading.Lock)
     ended: bool = False
+    running: bool = False
+    queued: deque[tuple[Callable[[], None], bool]] = field(default_factory=deque)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # guards `running` and `queued`
 
     def end(self) -> None:
         if not self.ended:
@@ -258,18 +269,24 @@ def _never() -> bool:
     return False
 
 
+def _always(request: Any) -> bool:
+    return True
+
+
 def serve_keys(
     frames: Iterator[Any],
     context: grpc.ServicerContext,
     result_frame: type[Any],
     open_key: Callable[[grpc.ServicerContext], KeyHandler],
     executor: Executor | None = None,
+    slow: Callable[[Any], bool] = _always,
     draining: Callable[[], bool] = _never,
 ) -> Iterator[Any]:
     """The server end of a multiplexed stream. A key's first request makes its handler (`open_key`, given the
-    key's context); each request is handled inline, or on `executor` when handling may block (a user model's
-    turn), and answered as soon as it is done. Ends after the client's half-close once every request is answered;
-    every key still open then is closed.
+    key's context). Each key's requests are handled one at a time in order, and answered as soon as each is done:
+    inline, or on `executor` for the requests `slow` picks (a user model's turn, a sandboxed checker), so that one
+    key's slow request never holds up the others. Ends after the client's half-close once every request is
+    answered; every key still open then is closed.
 
     While the server drains, a new key is refused (UNAVAILABLE: the client retries it on another replica) and the
     stream ends once its last key closed, so a drain lets running episodes finish as it does per-episode streams."""
@@ -279,55 +296,68 @@ def serve_keys(
     in_flight = 0
 
     def answer(key: int, entry: _Key, request: Any) -> None:
-        nonlocal in_flight
         try:
-            with entry.lock:
-                if entry.ended:
-                    raise KeyAbortedError(grpc.StatusCode.FAILED_PRECONDITION, f"key {key} has already ended")
-                outbox.put((key, entry.handler.handle(request), None))
+            if entry.ended:
+                raise KeyAbortedError(grpc.StatusCode.FAILED_PRECONDITION, f"key {key} has already ended")
+            outbox.put({"key": key, "response": entry.handler.handle(request)})
         except KeyAbortedError as exc:
-            outbox.put((key, None, pb.KeyError(code=exc.code.name, message=exc.details)))
-            with entry.lock:
-                entry.end()
+            outbox.put({"key": key, "error": pb.KeyError(code=exc.code.name, message=exc.details)})
+            entry.end()
         except Exception as exc:
             log.exception("a multiplexed request failed", extra={"key": key})
-            outbox.put((key, None, pb.KeyError(code="INTERNAL", message=f"{type(exc).__name__}: {exc}")))
-            with entry.lock:
-                entry.end()
-        finally:
-            with busy:
-                in_flight -= 1
-                busy.notify_all()
-
-    def close(entry: _Key) -> None:
-        with entry.lock:
+            outbox.put({"key": key, "error": pb.KeyError(code="INTERNAL", message=f"{type(exc).__name__}: {exc}")})
             entry.end()
 
-    def run(work: Callable[..., None], *args: Any) -> None:
-        if executor is None:
-            work(*args)
+    def schedule(entry: _Key, work: Callable[[], None], offload: bool) -> None:
+        """`work` in the key's turn: now if the key is idle, else after what it was given before."""
+        nonlocal in_flight
+        with busy:
+            in_flight += 1
+        with entry.lock:
+            if entry.running:
+                entry.queued.append((work, offload))
+                return
+            entry.running = True
+        if offload and executor is not None:
+            executor.submit(turns, entry, work, True)
         else:
-            executor.submit(work, *args)
+            turns(entry, work, False)
+
+    def turns(entry: _Key, work: Callable[[], None], on_executor: bool) -> None:
+        """Do the key's work until none is queued; what must be offloaded moves to the executor."""
+        nonlocal in_flight
+        while True:
+            try:
+                work()
+            finally:
+                with busy:
+                    in_flight -= 1
+                    busy.notify_all()
+            with entry.lock:
+                if not entry.queued:
+                    entry.running = False
+                    return
+                work, offload = entry.queued.popleft()
+            if offload and not on_executor and executor is not None:
+                executor.submit(turns, entry, work, True)
+                return
 
     def read() -> None:
-        nonlocal in_flight
         try:
             for frame in frames:
                 for item in frame.items:
                     if item.close:
                         closing = keys.pop(item.key, None)
                         if closing is not None:
-                            run(close, closing)
+                            schedule(closing, closing.end, False)
                         continue
                     entry = keys.get(item.key)
                     if entry is None and draining():
-                        outbox.put((item.key, None, _DRAINING))
+                        outbox.put({"key": item.key, "error": _DRAINING})
                         continue
                     if entry is None:
                         entry = keys[item.key] = _Key(open_key(KeyContext(context)))
-                    with busy:
-                        in_flight += 1
-                    run(answer, item.key, entry, item.request)
+                    schedule(entry, functools.partial(answer, item.key, entry, item.request), slow(item.request))
         except grpc.RpcError:
             pass  # the client went away: its keys are closed below
         except Exception:
@@ -336,7 +366,7 @@ def serve_keys(
             with busy:
                 busy.wait_for(lambda: in_flight == 0)
             for entry in keys.values():
-                close(entry)
+                entry.end()
             outbox.put(_END)
 
     threading.Thread(target=read, name="mux-read", daemon=True).start()
@@ -347,15 +377,8 @@ def serve_keys(
             if draining() and not keys and in_flight == 0:
                 return
             continue
-        frame = result_frame()
-        while item is not _END:
-            key, response, error = item
-            frame.items.add(key=key, response=response, error=error)
-            try:
-                item = outbox.get_nowait()
-            except queue.Empty:
-                break
+        frame, ended = _frame_of(item, outbox, result_frame)
         if frame.items:
             yield frame
-        if item is _END:
+        if ended:
             return
