@@ -1,7 +1,8 @@
 """inference against a real server process on loopback, serving a tiny random Qwen2 built here.
 
 Checked: model info; greedy = transformers' greedy generate, batched or not; seeded sampling; stop ids and
-max_new_tokens; logprobs; dynamic batching (batch-size histogram); bad Generate inputs; UpdateWeights (version
+max_new_tokens; logprobs; dynamic batching (batch-size histogram); bad Generate inputs; GenerateMany (keys sent at
+once from many threads answer as Generate does, a bad key ends alone); UpdateWeights (version
 bump, outputs follow the new weights, bad sha256 / shapes / sizes / headers refused with the old version serving,
 generations racing updates each match their reported version); the OpenAI HTTP endpoint through OpenAIBackend,
 tool-call parsing (in-process, with a scripted engine) and its 400s.
@@ -37,6 +38,7 @@ from eigenloop.launcher import HOST, free_port  # noqa: E402
 from eigenloop.llm.base import ChatMessage  # noqa: E402
 from eigenloop.llm.local import TransformersBackend  # noqa: E402
 from eigenloop.llm.openai_backend import OpenAIBackend  # noqa: E402
+from eigenloop.rpc.mux import Multiplexer  # noqa: E402
 from tests.llm_fixtures import build_tiny_chat_model  # noqa: E402
 from tests.support import TEST_DEVICE, ServiceProcess  # noqa: E402
 
@@ -238,6 +240,41 @@ def test_bad_generate_requests(stub: Any, prompt: list[int], sampling: dict[str,
         generate(stub, prompt, **sampling)
     assert err.value.code() == INVALID
     assert fragment in (err.value.details() or "")
+
+
+def test_generate_many_answers_each_key_as_generate_does(stub: Any) -> None:
+    """Keys of one GenerateMany stream, sent at once from many threads (greedy and seeded-sampled, one of them a bad
+    request): each answer is what Generate gives; the bad key alone ends with INVALID_ARGUMENT."""
+    cases = [(p, {"max_new_tokens": 12}) for p in PROMPTS]
+    cases += [(p, {"max_new_tokens": 12, "temperature": 1.0, "seed": 3}) for p in PROMPTS[:4]]
+    expected = [generate(stub, prompt, **sampling) for prompt, sampling in cases]
+    mux = Multiplexer(stub.GenerateMany, ipb.GenerateFrame, service="inference")
+    got: list[Any] = [None] * (len(cases) + 1)
+    barrier = threading.Barrier(len(got))
+
+    def run(i: int) -> None:
+        prompt, sampling = cases[i] if i < len(cases) else ([5, 10**6], {})
+        request = ipb.GenerateRequest(prompt_token_ids=prompt, sampling=pb.SamplingParams(**sampling))
+        key = mux.open(timeout_s=30)
+        barrier.wait()
+        try:
+            got[i] = key.call(request)
+        except grpc.RpcError as exc:
+            got[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(got))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    mux.close()
+    for want, have in zip(expected, got, strict=False):
+        assert list(have.token_ids) == list(want.token_ids)
+        assert list(have.logprobs) == pytest.approx(list(want.logprobs), abs=1e-4)
+        assert (have.finish_reason, have.policy_version) == (want.finish_reason, want.policy_version)
+    bad = got[-1]
+    assert isinstance(bad, grpc.RpcError) and bad.code() == INVALID
+    assert "outside the vocabulary" in bad.details()
 
 
 # -- UpdateWeights ----------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Tried: Generate with random prompts (empty, out-of-vocabulary, negative, longer 
 sampling parameters (NaN, infinite, negative, huge max_new_tokens, unknown stop ids), streams abandoned after the
 first response; UpdateWeights with random chunk sequences (no header, two headers, data first, wrong sizes,
 wrong or malformed sha256, unknown formats, random bytes as weights); GetModelInfo with random bytes; valid
-messages with random byte edits and invalid UTF-8 for each.
+messages with random byte edits and invalid UTF-8 for each; GenerateMany frames of keyed random requests (repeated
+keys, closes) with a random, mutated or undecodable frame among them.
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import inference_pb2 as ipb
 from eigenloop.contracts.v1 import inference_pb2_grpc
 from tests.reliability.conftest import INFERENCE_CONTEXT, Trials
-from tests.reliability.fuzzing import CLEAR, assert_alive, fuzz_settings
-from tests.reliability.protofuzz import invalid_utf8, messages, mutated, raw_call
+from tests.reliability.fuzzing import CLEAR, assert_alive, fuzz_settings, record_multiplexed
+from tests.reliability.protofuzz import (
+    garbage_frames,
+    invalid_utf8,
+    keyed_frame,
+    messages,
+    multiplexed_call,
+    mutated,
+    raw_call,
+)
 from tests.support import ServiceProcess
 
 pytest.importorskip("torch")
@@ -69,6 +78,28 @@ def test_generate(inference: ServiceProcess, trials: Trials) -> None:
         before = generate(channel)
         run()
         assert generate(channel) == before  # greedy, same weights: the same tokens
+    assert_alive(inference)
+
+
+def test_generate_many(inference: ServiceProcess, trials: Trials) -> None:
+    """Frames of keyed random requests (repeated keys and closes included), and a garbage frame among them."""
+    keyed = st.tuples(st.integers(0, 5), st.one_of(GENERATE, GENERATE, st.none()))
+
+    @fuzz_settings(150)
+    @given(
+        frames=st.lists(st.lists(keyed, max_size=4), max_size=3),
+        garbage=st.none() | garbage_frames(ipb.GenerateFrame, OVERRIDES),
+    )
+    def run(frames: list[list[tuple[int, ipb.GenerateRequest | None]]], garbage: bytes | None) -> None:
+        wire = [keyed_frame(ipb.GenerateFrame, items) for items in frames]
+        code, keys = multiplexed_call(channel, SERVICE + "GenerateMany", wire, ipb.GenerateResultFrame, garbage, 30)
+        what = f"fuzzed frames{', one garbage frame' if garbage else ''}"
+        record_multiplexed(trials, "fuzz: inference", "GenerateMany", what, code, keys)
+
+    with grpc.insecure_channel(inference.address) as channel:
+        before = generate(channel)
+        run()
+        assert generate(channel) == before
     assert_alive(inference)
 
 

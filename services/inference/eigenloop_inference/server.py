@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from eigenloop.inference.base import (
 )
 from eigenloop.inference.openai_http import ChatFrontend, OpenAIHTTPServer
 from eigenloop.inference.vllm_engine import VLLM_INSTALL_HINT, VLLMEngine, check_engine_args, vllm_installed
+from eigenloop.rpc.mux import KeyAbortedError, serve_keys
 from eigenloop.rpc.server import Registration, abort, run_service
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def __init__(self, engine: InferenceEngine, max_weight_bytes: int) -> None:
         self.engine = engine
         self.max_weight_bytes = max_weight_bytes
+        self.draining: Callable[[], bool] = lambda: False  # the runtime's drain flag, once serving
 
     def _policy_version(self) -> pb.PolicyVersion:
         info = self.engine.info()
@@ -120,24 +123,56 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     def Generate(self, request: ipb.GenerateRequest, context: grpc.ServicerContext) -> Iterator[ipb.GenerateResponse]:
         try:
-            future = self.engine.submit(list(request.prompt_token_ids), request.sampling)
-        except InvalidRequestError as exc:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except EngineClosedError as exc:
-            abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
-        try:
-            generation: Generation = future.result()
-        except EngineClosedError as exc:
-            abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
-        except Exception as exc:
-            log.exception("generation failed", extra={"request_id": request.request_id})
-            abort(context, grpc.StatusCode.INTERNAL, f"generation failed: {exc}")
-        yield ipb.GenerateResponse(
-            token_ids=generation.token_ids,
-            logprobs=generation.logprobs,
-            finish_reason=_FINISH[generation.finish_reason],
-            policy_version=generation.policy_version,
+            yield self.generation(request).result()
+        except KeyAbortedError as exc:
+            abort(context, exc.code, exc.details)
+
+    def GenerateMany(
+        self, frames: Iterator[ipb.GenerateFrame], context: grpc.ServicerContext
+    ) -> Iterator[ipb.GenerateResultFrame]:
+        # Each key's generation is submitted to the engine inline and answered when it resolves: no thread waits.
+        return serve_keys(
+            frames, context, ipb.GenerateResultFrame, lambda key: self, draining=self.draining, one_shot=True
         )
+
+    def handle(self, request: ipb.GenerateRequest) -> Future[ipb.GenerateResponse]:
+        """A GenerateMany key (the servicer is every key's handler: a generation holds no state)."""
+        return self.generation(request)
+
+    def close(self) -> None:
+        pass
+
+    def generation(self, request: ipb.GenerateRequest) -> Future[ipb.GenerateResponse]:
+        """The engine's completion of `request` as a response; its errors as KeyAbortedError with their status."""
+        try:
+            submitted = self.engine.submit(list(request.prompt_token_ids), request.sampling)
+        except InvalidRequestError as exc:
+            raise KeyAbortedError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        except EngineClosedError as exc:
+            raise KeyAbortedError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        answer: Future[ipb.GenerateResponse] = Future()
+
+        def done(future: Future[Generation]) -> None:
+            try:
+                generation = future.result()
+            except EngineClosedError as exc:
+                answer.set_exception(KeyAbortedError(grpc.StatusCode.UNAVAILABLE, str(exc)))
+                return
+            except Exception as exc:
+                log.error("generation failed", exc_info=exc, extra={"request_id": request.request_id})
+                answer.set_exception(KeyAbortedError(grpc.StatusCode.INTERNAL, f"generation failed: {exc}"))
+                return
+            answer.set_result(
+                ipb.GenerateResponse(
+                    token_ids=generation.token_ids,
+                    logprobs=generation.logprobs,
+                    finish_reason=_FINISH[generation.finish_reason],
+                    policy_version=generation.policy_version,
+                )
+            )
+
+        submitted.add_done_callback(done)
+        return answer
 
     def UpdateWeights(
         self, request_iterator: Iterator[ipb.WeightChunk], context: grpc.ServicerContext

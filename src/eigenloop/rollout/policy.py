@@ -20,7 +20,8 @@ from eigenloop.contracts.v1 import inference_pb2_grpc
 from eigenloop.rollout.discovery import discover
 from eigenloop.rollout.failures import InfraError, TurnDeadlineError, infra_errors
 from eigenloop.rpc.client import ServicePolicy
-from eigenloop.rpc.pool import ReplicaPool
+from eigenloop.rpc.mux import Multiplexers
+from eigenloop.rpc.pool import Lease, ReplicaPool
 
 if TYPE_CHECKING:  # the engine needs torch; the gRPC client must not
     from eigenloop.inference.engine import TransformersEngine
@@ -29,8 +30,8 @@ INFERENCE_POLICY = ServicePolicy(
     service="eigenloop.v1.Inference",
     idempotent_methods=("GetModelInfo",),
     streaming_methods=("Generate",),
+    multiplexed_methods=("GenerateMany",),
     stream_timeout_s=600.0,
-    single_threaded_unary_stream=True,  # RemotePolicy only iterates a Generate's chunks
 )
 
 T = TypeVar("T")
@@ -73,22 +74,27 @@ class LocalPolicy:
 
 
 class RemotePolicy:
-    """Inference replicas at `target` (a list, or a DNS name / live address source): each Generate goes to the
-    least-busy replica."""
+    """Inference replicas at `target` (a list, or a DNS name / live address source): each generation goes to the
+    least-busy replica, as one key of the one GenerateMany stream kept to that replica."""
 
     def __init__(
         self, target: str | Sequence[str], *, auth_token: str | None = None, refresh_s: float = 2.0, attempts: int = 2
     ) -> None:
         self.pool = ReplicaPool(discover(target), INFERENCE_POLICY, auth_token=auth_token, refresh_s=refresh_s)
+        self.streams = Multiplexers(
+            lambda channel: inference_pb2_grpc.InferenceStub(channel).GenerateMany,
+            ipb.GenerateFrame,
+            service="inference",
+        )
         self.attempts = attempts
         self.info: ipb.ModelInfo = self._on_a_replica(self._model_info)
         self.max_model_len = self.info.max_model_len
 
     def generate(self, prompt_ids: Sequence[int], sampling: pb.SamplingParams, timeout_s: float) -> Sample:
         request = ipb.GenerateRequest(prompt_token_ids=prompt_ids, sampling=sampling)
-        return self._on_a_replica(lambda channel, address: self._generate(channel, address, request, timeout_s))
+        return self._on_a_replica(lambda lease: self._generate(lease, request, timeout_s))
 
-    def _on_a_replica(self, call: Callable[[grpc.Channel, str], T]) -> T:
+    def _on_a_replica(self, call: Callable[[Lease], T]) -> T:
         """`call` on the least-busy replica; on an InfraError once more on another, up to `attempts` replicas."""
         failed: list[str] = []
         while True:
@@ -97,7 +103,7 @@ class RemotePolicy:
             except (ValueError, OSError) as exc:  # no replica known right now (scaled to zero, DNS failure)
                 raise InfraError("inference", "", str(exc)) from exc
             try:
-                return call(lease.channel, lease.address)
+                return call(lease)
             except InfraError:
                 failed.append(lease.address)
                 if len(failed) >= self.attempts:
@@ -106,31 +112,26 @@ class RemotePolicy:
                 self.pool.release(lease)
 
     @staticmethod
-    def _model_info(channel: grpc.Channel, address: str) -> ipb.ModelInfo:
-        with infra_errors("inference", address):
-            info: ipb.ModelInfo = inference_pb2_grpc.InferenceStub(channel).GetModelInfo(
+    def _model_info(lease: Lease) -> ipb.ModelInfo:
+        with infra_errors("inference", lease.address):
+            info: ipb.ModelInfo = inference_pb2_grpc.InferenceStub(lease.channel).GetModelInfo(
                 ipb.GetModelInfoRequest(), timeout=30
             )
         return info
 
-    @staticmethod
-    def _generate(channel: grpc.Channel, address: str, request: ipb.GenerateRequest, timeout_s: float) -> Sample:
-        ids: list[int] = []
-        logprobs: list[float] = []
-        finish, version = ipb.FINISH_REASON_UNSPECIFIED, 0
+    def _generate(self, lease: Lease, request: ipb.GenerateRequest, timeout_s: float) -> Sample:
         try:
-            with infra_errors("inference", address):
-                for chunk in inference_pb2_grpc.InferenceStub(channel).Generate(request, timeout=timeout_s):
-                    ids.extend(chunk.token_ids)
-                    logprobs.extend(chunk.logprobs)
-                    finish, version = chunk.finish_reason or finish, chunk.policy_version
+            with infra_errors("inference", lease.address):
+                response = self.streams.open(lease, timeout_s).call(request)
         except InfraError as exc:
             if isinstance(exc.__cause__, grpc.RpcError) and exc.__cause__.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise TurnDeadlineError(f"no completion within {timeout_s:g}s from {address}") from None
+                raise TurnDeadlineError(f"no completion within {timeout_s:g}s from {lease.address}") from None
             raise
-        if finish == ipb.FINISH_REASON_UNSPECIFIED:
-            raise InfraError("inference", address, "the Generate stream ended without a finish reason")
-        return Sample(ids, logprobs, _FINISH[finish], version)
+        if response.finish_reason == ipb.FINISH_REASON_UNSPECIFIED:
+            raise InfraError("inference", lease.address, "the generation came back without a finish reason")
+        finish = _FINISH[response.finish_reason]
+        return Sample(list(response.token_ids), list(response.logprobs), finish, response.policy_version)
 
     def close(self) -> None:
+        self.streams.close()
         self.pool.close()

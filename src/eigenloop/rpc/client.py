@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from grpc.experimental import ChannelOptions
 
 if TYPE_CHECKING:
     from eigenloop.config import ServiceConfig
@@ -44,10 +43,6 @@ class ServicePolicy:
     multiplexed_methods: tuple[str, ...] = ()
     """Streams that live as long as the client (eigenloop.rpc.mux): no deadline; each key has its own."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    single_threaded_unary_stream: bool = False
-    """Server-streaming responses are read by the thread that iterates them (gRPC's SingleThreadedUnaryStream):
-    no hand-off through the channel's event thread and no 0.1 s wake-ups while waiting, a large part of the client's
-    CPU per call. For services whose callers only iterate such responses (no `result()` or callbacks on them)."""
 
     def service_config(self) -> dict[str, Any]:
         def seconds(value: float) -> str:
@@ -176,8 +171,6 @@ def connect(
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
     ]
-    if policy.single_threaded_unary_stream:
-        options.append((ChannelOptions.SingleThreadedUnaryStream, 1))
     target = grpc_target(addresses)
     if tls is None:
         channel = grpc.insecure_channel(target, options=options)

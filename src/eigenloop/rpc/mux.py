@@ -20,7 +20,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
@@ -117,6 +117,9 @@ class Multiplexer:
     def _send(self, key: int, request: Any) -> None:
         self._outbox.put({"key": key, "request": request})
 
+    def _forget(self, key: int) -> None:
+        self._inboxes.pop(key, None)
+
     def _close_key(self, key: int) -> None:
         if self._inboxes.pop(key, None) is not None and self.broken is None:
             self._outbox.put({"key": key, "close": True})
@@ -148,7 +151,7 @@ class MuxStream(Generic[Request, Response]):
             self._inbox.put(item)  # every later read fails the same way
             raise StreamClosedError(f"{self.service}: {item.reason}")
         if item.HasField("error"):
-            self.close()
+            self.close()  # the server ended the key already; the close frees nothing there and is harmless
             raise KeyRpcError(_status(item.error.code), item.error.message)
         response: Response = item.response
         return response
@@ -168,6 +171,13 @@ class MuxStream(Generic[Request, Response]):
         self._mux._close_key(self.key)
 
     cancel = close
+
+    def call(self, request: Request) -> Response:
+        """The one request of a one-shot key (a generation): the server frees such a key once it answered."""
+        try:
+            return self.send(request)
+        finally:
+            self._mux._forget(self.key)
 
 
 def _frame_of(first: Any, outbox: queue.SimpleQueue[Any], frame_type: type[Any]) -> tuple[Any, bool]:
@@ -281,12 +291,15 @@ def serve_keys(
     executor: Executor | None = None,
     slow: Callable[[Any], bool] = _always,
     draining: Callable[[], bool] = _never,
+    one_shot: bool = False,
 ) -> Iterator[Any]:
     """The server end of a multiplexed stream. A key's first request makes its handler (`open_key`, given the
     key's context). Each key's requests are handled one at a time in order, and answered as soon as each is done:
     inline, or on `executor` for the requests `slow` picks (a user model's turn, a sandboxed checker), so that one
-    key's slow request never holds up the others. Ends after the client's half-close once every request is
-    answered; every key still open then is closed.
+    key's slow request never holds up the others. A handler may return a Future (a generation the engine batches):
+    its result is the answer when it resolves. With `one_shot` every key is one request, forgotten once answered
+    (no close). Ends after the client's half-close once every request is answered; every key still open then is
+    closed.
 
     While the server drains, a new key is refused (UNAVAILABLE: the client retries it on another replica) and the
     stream ends once its last key closed, so a drain lets running episodes finish as it does per-episode streams."""
@@ -296,17 +309,40 @@ def serve_keys(
     in_flight = 0
 
     def answer(key: int, entry: _Key, request: Any) -> None:
+        nonlocal in_flight
         try:
             if entry.ended:
                 raise KeyAbortedError(grpc.StatusCode.FAILED_PRECONDITION, f"key {key} has already ended")
-            outbox.put({"key": key, "response": entry.handler.handle(request)})
-        except KeyAbortedError as exc:
-            outbox.put({"key": key, "error": pb.KeyError(code=exc.code.name, message=exc.details)})
-            entry.end()
+            response = entry.handler.handle(request)
         except Exception as exc:
-            log.exception("a multiplexed request failed", extra={"key": key})
+            fail(key, entry, exc)
+            return
+        if not isinstance(response, Future):
+            outbox.put({"key": key, "response": response})
+            return
+        with busy:
+            in_flight += 1  # until the future resolves: the stream's end waits for it
+
+        def deliver(future: Future[Any]) -> None:
+            nonlocal in_flight
+            try:
+                outbox.put({"key": key, "response": future.result()})
+            except Exception as exc:
+                fail(key, entry, exc)
+            finally:
+                with busy:
+                    in_flight -= 1
+                    busy.notify_all()
+
+        response.add_done_callback(deliver)
+
+    def fail(key: int, entry: _Key, exc: BaseException) -> None:
+        if isinstance(exc, KeyAbortedError):
+            outbox.put({"key": key, "error": pb.KeyError(code=exc.code.name, message=exc.details)})
+        else:
+            log.error("a multiplexed request failed", exc_info=exc, extra={"key": key})
             outbox.put({"key": key, "error": pb.KeyError(code="INTERNAL", message=f"{type(exc).__name__}: {exc}")})
-            entry.end()
+        entry.end()
 
     def schedule(entry: _Key, work: Callable[[], None], offload: bool) -> None:
         """`work` in the key's turn: now if the key is idle, else after what it was given before."""
@@ -356,7 +392,9 @@ def serve_keys(
                         outbox.put({"key": item.key, "error": _DRAINING})
                         continue
                     if entry is None:
-                        entry = keys[item.key] = _Key(open_key(KeyContext(context)))
+                        entry = _Key(open_key(KeyContext(context)))
+                        if not one_shot:
+                            keys[item.key] = entry
                     schedule(entry, functools.partial(answer, item.key, entry, item.request), slow(item.request))
         except grpc.RpcError:
             pass  # the client went away: its keys are closed below

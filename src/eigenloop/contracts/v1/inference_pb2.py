@@ -26,29 +26,37 @@ _sym_db = _symbol_database.Default()
 from eigenloop.contracts.v1 import common_pb2 as eigenloop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65igenloop/v1/inference.proto\x12\x0c\x65igenloop.v1\x1a\x19\x65igenloop/v1/common.proto\"o\n\x0fGenerateRequest\x12\x18\n\x10prompt_token_ids\x18\x01 \x03(\x05\x12.\n\x08sampling\x18\x02 \x01(\x0b\x32\x1c.eigenloop.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x82\x01\n\x10GenerateResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x10\n\x08logprobs\x18\x02 \x03(\x02\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.eigenloop.v1.FinishReason\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\"Z\n\x12WeightUpdateHeader\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"Z\n\x0bWeightChunk\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .eigenloop.v1.WeightUpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05\x63hunk\"d\n\x15UpdateWeightsResponse\x12\x33\n\x0epolicy_version\x18\x01 \x01(\x0b\x32\x1b.eigenloop.v1.PolicyVersion\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x03\"\x15\n\x13GetModelInfoRequest\"\xbd\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x33\n\x0epolicy_version\x18\x03 \x01(\x0b\x32\x1b.eigenloop.v1.PolicyVersion\x12\x12\n\nvocab_size\x18\x04 \x01(\x05\x12\x15\n\rmax_model_len\x18\x05 \x01(\x05\x12\x16\n\x0enum_parameters\x18\x06 \x01(\x03\x12\x15\n\reos_token_ids\x18\x07 \x03(\x05*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\xf7\x01\n\tInference\x12K\n\x08Generate\x12\x1d.eigenloop.v1.GenerateRequest\x1a\x1e.eigenloop.v1.GenerateResponse0\x01\x12Q\n\rUpdateWeights\x12\x19.eigenloop.v1.WeightChunk\x1a#.eigenloop.v1.UpdateWeightsResponse(\x01\x12J\n\x0cGetModelInfo\x12!.eigenloop.v1.GetModelInfoRequest\x1a\x17.eigenloop.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65igenloop/v1/inference.proto\x12\x0c\x65igenloop.v1\x1a\x19\x65igenloop/v1/common.proto\"o\n\x0fGenerateRequest\x12\x18\n\x10prompt_token_ids\x18\x01 \x03(\x05\x12.\n\x08sampling\x18\x02 \x01(\x0b\x32\x1c.eigenloop.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"b\n\x14KeyedGenerateRequest\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12.\n\x07request\x18\x02 \x01(\x0b\x32\x1d.eigenloop.v1.GenerateRequest\x12\r\n\x05\x63lose\x18\x03 \x01(\x08\"B\n\rGenerateFrame\x12\x31\n\x05items\x18\x01 \x03(\x0b\x32\".eigenloop.v1.KeyedGenerateRequest\"}\n\x15KeyedGenerateResponse\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1e.eigenloop.v1.GenerateResponse\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.eigenloop.v1.KeyError\"I\n\x13GenerateResultFrame\x12\x32\n\x05items\x18\x01 \x03(\x0b\x32#.eigenloop.v1.KeyedGenerateResponse\"\x82\x01\n\x10GenerateResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x10\n\x08logprobs\x18\x02 \x03(\x02\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.eigenloop.v1.FinishReason\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\"Z\n\x12WeightUpdateHeader\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"Z\n\x0bWeightChunk\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .eigenloop.v1.WeightUpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05\x63hunk\"d\n\x15UpdateWeightsResponse\x12\x33\n\x0epolicy_version\x18\x01 \x01(\x0b\x32\x1b.eigenloop.v1.PolicyVersion\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x03\"\x15\n\x13GetModelInfoRequest\"\xbd\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x33\n\x0epolicy_version\x18\x03 \x01(\x0b\x32\x1b.eigenloop.v1.PolicyVersion\x12\x12\n\nvocab_size\x18\x04 \x01(\x05\x12\x15\n\rmax_model_len\x18\x05 \x01(\x05\x12\x16\n\x0enum_parameters\x18\x06 \x01(\x03\x12\x15\n\reos_token_ids\x18\x07 \x03(\x05*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\xcb\x02\n\tInference\x12K\n\x08Generate\x12\x1d.eigenloop.v1.GenerateRequest\x1a\x1e.eigenloop.v1.GenerateResponse0\x01\x12R\n\x0cGenerateMany\x12\x1b.eigenloop.v1.GenerateFrame\x1a!.eigenloop.v1.GenerateResultFrame(\x01\x30\x01\x12Q\n\rUpdateWeights\x12\x19.eigenloop.v1.WeightChunk\x1a#.eigenloop.v1.UpdateWeightsResponse(\x01\x12J\n\x0cGetModelInfo\x12!.eigenloop.v1.GetModelInfoRequest\x1a\x17.eigenloop.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eigenloop.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=820
-  _globals['_FINISHREASON']._serialized_end=940
+  _globals['_FINISHREASON']._serialized_start=1190
+  _globals['_FINISHREASON']._serialized_end=1310
   _globals['_GENERATEREQUEST']._serialized_start=73
   _globals['_GENERATEREQUEST']._serialized_end=184
-  _globals['_GENERATERESPONSE']._serialized_start=187
-  _globals['_GENERATERESPONSE']._serialized_end=317
-  _globals['_WEIGHTUPDATEHEADER']._serialized_start=319
-  _globals['_WEIGHTUPDATEHEADER']._serialized_end=409
-  _globals['_WEIGHTCHUNK']._serialized_start=411
-  _globals['_WEIGHTCHUNK']._serialized_end=501
-  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_start=503
-  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_end=603
-  _globals['_GETMODELINFOREQUEST']._serialized_start=605
-  _globals['_GETMODELINFOREQUEST']._serialized_end=626
-  _globals['_MODELINFO']._serialized_start=629
-  _globals['_MODELINFO']._serialized_end=818
-  _globals['_INFERENCE']._serialized_start=943
-  _globals['_INFERENCE']._serialized_end=1190
+  _globals['_KEYEDGENERATEREQUEST']._serialized_start=186
+  _globals['_KEYEDGENERATEREQUEST']._serialized_end=284
+  _globals['_GENERATEFRAME']._serialized_start=286
+  _globals['_GENERATEFRAME']._serialized_end=352
+  _globals['_KEYEDGENERATERESPONSE']._serialized_start=354
+  _globals['_KEYEDGENERATERESPONSE']._serialized_end=479
+  _globals['_GENERATERESULTFRAME']._serialized_start=481
+  _globals['_GENERATERESULTFRAME']._serialized_end=554
+  _globals['_GENERATERESPONSE']._serialized_start=557
+  _globals['_GENERATERESPONSE']._serialized_end=687
+  _globals['_WEIGHTUPDATEHEADER']._serialized_start=689
+  _globals['_WEIGHTUPDATEHEADER']._serialized_end=779
+  _globals['_WEIGHTCHUNK']._serialized_start=781
+  _globals['_WEIGHTCHUNK']._serialized_end=871
+  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_start=873
+  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_end=973
+  _globals['_GETMODELINFOREQUEST']._serialized_start=975
+  _globals['_GETMODELINFOREQUEST']._serialized_end=996
+  _globals['_MODELINFO']._serialized_start=999
+  _globals['_MODELINFO']._serialized_end=1188
+  _globals['_INFERENCE']._serialized_start=1313
+  _globals['_INFERENCE']._serialized_end=1644
 # @@protoc_insertion_point(module_scope)

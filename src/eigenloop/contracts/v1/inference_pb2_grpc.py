@@ -40,6 +40,11 @@ class InferenceStub:
                 request_serializer=eigenloop_dot_v1_dot_inference__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=eigenloop_dot_v1_dot_inference__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.GenerateMany = channel.stream_stream(
+                '/eigenloop.v1.Inference/GenerateMany',
+                request_serializer=eigenloop_dot_v1_dot_inference__pb2.GenerateFrame.SerializeToString,
+                response_deserializer=eigenloop_dot_v1_dot_inference__pb2.GenerateResultFrame.FromString,
+                _registered_method=True)
         self.UpdateWeights = channel.stream_unary(
                 '/eigenloop.v1.Inference/UpdateWeights',
                 request_serializer=eigenloop_dot_v1_dot_inference__pb2.WeightChunk.SerializeToString,
@@ -57,6 +62,15 @@ class InferenceServicer:
 
     def Generate(self, request, context):
         """Streams the completion in chunks; the last chunk carries finish_reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GenerateMany(self, request_iterator, context):
+        """Many generations over one stream (the rollout manager's path: one stream per replica instead of a call
+        per policy turn). Each key is one Generate: its request in, its whole completion out as one response, or a
+        KeyError with the status Generate would have ended with. A key is done once answered (no `close` needed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,6 +97,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=eigenloop_dot_v1_dot_inference__pb2.GenerateRequest.FromString,
                     response_serializer=eigenloop_dot_v1_dot_inference__pb2.GenerateResponse.SerializeToString,
+            ),
+            'GenerateMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.GenerateMany,
+                    request_deserializer=eigenloop_dot_v1_dot_inference__pb2.GenerateFrame.FromString,
+                    response_serializer=eigenloop_dot_v1_dot_inference__pb2.GenerateResultFrame.SerializeToString,
             ),
             'UpdateWeights': grpc.stream_unary_rpc_method_handler(
                     servicer.UpdateWeights,
@@ -122,6 +141,33 @@ class Inference:
             '/eigenloop.v1.Inference/Generate',
             eigenloop_dot_v1_dot_inference__pb2.GenerateRequest.SerializeToString,
             eigenloop_dot_v1_dot_inference__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/eigenloop.v1.Inference/GenerateMany',
+            eigenloop_dot_v1_dot_inference__pb2.GenerateFrame.SerializeToString,
+            eigenloop_dot_v1_dot_inference__pb2.GenerateResultFrame.FromString,
             options,
             channel_credentials,
             insecure,

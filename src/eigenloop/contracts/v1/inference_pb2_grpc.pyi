@@ -34,6 +34,11 @@ class InferenceStub:
     def __new__(cls, channel: _aio.Channel) -> InferenceAsyncStub: ...
     Generate: _grpc.UnaryStreamMultiCallable[_inference_pb2.GenerateRequest, _inference_pb2.GenerateResponse]
     """Streams the completion in chunks; the last chunk carries finish_reason."""
+    GenerateMany: _grpc.StreamStreamMultiCallable[_inference_pb2.GenerateFrame, _inference_pb2.GenerateResultFrame]
+    """Many generations over one stream (the rollout manager's path: one stream per replica instead of a call
+    per policy turn). Each key is one Generate: its request in, its whole completion out as one response, or a
+    KeyError with the status Generate would have ended with. A key is done once answered (no `close` needed).
+    """
     UpdateWeights: _grpc.StreamUnaryMultiCallable[_inference_pb2.WeightChunk, _inference_pb2.UpdateWeightsResponse]
     """Streams new weights (a header, then safetensors bytes); the policy version changes atomically once
     all bytes arrived and verified.
@@ -45,6 +50,11 @@ class InferenceAsyncStub(InferenceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Generate: _aio.UnaryStreamMultiCallable[_inference_pb2.GenerateRequest, _inference_pb2.GenerateResponse]  # type: ignore[assignment]
     """Streams the completion in chunks; the last chunk carries finish_reason."""
+    GenerateMany: _aio.StreamStreamMultiCallable[_inference_pb2.GenerateFrame, _inference_pb2.GenerateResultFrame]  # type: ignore[assignment]
+    """Many generations over one stream (the rollout manager's path: one stream per replica instead of a call
+    per policy turn). Each key is one Generate: its request in, its whole completion out as one response, or a
+    KeyError with the status Generate would have ended with. A key is done once answered (no `close` needed).
+    """
     UpdateWeights: _aio.StreamUnaryMultiCallable[_inference_pb2.WeightChunk, _inference_pb2.UpdateWeightsResponse]  # type: ignore[assignment]
     """Streams new weights (a header, then safetensors bytes); the policy version changes atomically once
     all bytes arrived and verified.
@@ -59,6 +69,17 @@ class InferenceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_inference_pb2.GenerateResponse], _abc.AsyncIterator[_inference_pb2.GenerateResponse]]:
         """Streams the completion in chunks; the last chunk carries finish_reason."""
+
+    @_abc_1.abstractmethod
+    def GenerateMany(
+        self,
+        request_iterator: _MaybeAsyncIterator[_inference_pb2.GenerateFrame],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_inference_pb2.GenerateResultFrame], _abc.AsyncIterator[_inference_pb2.GenerateResultFrame]]:
+        """Many generations over one stream (the rollout manager's path: one stream per replica instead of a call
+        per policy turn). Each key is one Generate: its request in, its whole completion out as one response, or a
+        KeyError with the status Generate would have ended with. A key is done once answered (no `close` needed).
+        """
 
     @_abc_1.abstractmethod
     def UpdateWeights(
