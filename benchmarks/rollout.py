@@ -33,7 +33,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from benchmarks.common import cpu_s, write_result
+from benchmarks.common import Run, interleaved, write_result
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains import load_domain, sample_tasks
 from eigenloop.inference.engine import TransformersEngine
@@ -77,35 +76,9 @@ def timed(manager: RolloutManager, n_tasks: int) -> tuple[int, float]:
     return episodes, time.perf_counter() - started
 
 
-@dataclass
-class Halves:
-    """One side of an interleaved comparison: episodes, seconds and CPU seconds per named process, per half."""
-
-    episodes: list[int] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    cpu_s: dict[str, float] = field(default_factory=dict)
-
-    def rate(self) -> float:
-        return sum(self.episodes) / sum(self.seconds)
-
-    def rates(self) -> list[float]:
-        return [e / s for e, s in zip(self.episodes, self.seconds, strict=True)]
-
-
-def interleaved(sides: dict[str, tuple[RolloutManager, dict[str, int]]], n_tasks: int) -> dict[str, Halves]:
-    """Each side (a manager and the pids whose CPU it costs) runs half of `n_tasks`, in turn, twice (A, B, A, B):
-    a change in machine load falls on every side alike."""
-    out = {name: Halves() for name in sides}
-    for _ in range(2):
-        for name, (manager, pids) in sides.items():
-            before = {process: cpu_s(pid) for process, pid in pids.items()}
-            episodes, seconds = timed(manager, max(1, n_tasks // 2))
-            side = out[name]
-            side.episodes.append(episodes)
-            side.seconds.append(seconds)
-            for process, pid in pids.items():
-                side.cpu_s[process] = side.cpu_s.get(process, 0.0) + cpu_s(pid) - before[process]
-    return out
+def halves_of(manager: RolloutManager, n_tasks: int) -> Run:
+    """A side of an interleaved comparison: each turn plays half of `n_tasks` (the same tasks every turn)."""
+    return lambda turn: timed(manager, max(1, n_tasks // 2))
 
 
 def rss_mb() -> float:
@@ -180,7 +153,12 @@ def main() -> int:
         timed(local, 4), timed(remote, 4)  # warm-up: model load, JIT paths, connections
         pids = {"manager": os.getpid(), "inference": inference.proc.pid, "toolenv": toolenv.proc.pid}
         pids["user_sim"] = user_sim.proc.pid
-        halves = interleaved({"local": (local, {"in_process": os.getpid()}), "remote": (remote, pids)}, n_tasks)
+        halves = interleaved(
+            {
+                "local": (halves_of(local, n_tasks), {"in_process": os.getpid()}),
+                "remote": (halves_of(remote, n_tasks), pids),
+            }
+        )
         local_side, remote_side = halves["local"], halves["remote"]
         cpu_ms = {name: s * 1000 / sum(remote_side.episodes) for name, s in remote_side.cpu_s.items()}
         # What the episodes cost, whatever else ran on the machine: the rate 2 idle cores could sustain.
@@ -223,7 +201,7 @@ def main() -> int:
         )
         stack.callback(without.close)
         timed(without, 4)
-        cache = interleaved({"with": (local, {}), "without": (without, {})}, n_tasks)
+        cache = interleaved({"with": (halves_of(local, n_tasks), {}), "without": (halves_of(without, n_tasks), {})})
         rates = {name: side.rates() for name, side in cache.items()}
         result["prefix_cache_episodes_per_s"] = {k: round(sum(v) / len(v), 1) for k, v in rates.items()}
         result["prefix_cache_speedup"] = round(sum(rates["with"]) / sum(rates["without"]), 2)

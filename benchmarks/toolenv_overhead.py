@@ -15,6 +15,7 @@ episodes/s and the CPU per episode of the client process and of the server proce
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import statistics
 import sys
@@ -26,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import cpu_s, write_result
+from benchmarks.common import Run, interleaved, write_result
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains import load_domain
 from eigenloop.domains.toy.tasks import sample_tasks
@@ -114,28 +115,27 @@ def streams_vs_multiplexed(address: str, server_pid: int, episodes: list[Episode
         "streams": ToolEnvClient(address),
         "multiplexed": ToolEnvClient(address, multiplexed=True),
     }
-    totals = {name: {"seconds": 0.0, "client_cpu_s": 0.0, "server_cpu_s": 0.0, "episodes": 0} for name in clients}
+    half = len(episodes) // 2
+    parts = (episodes[:half], episodes[half:])
+
+    def run(client: ToolEnvClient) -> Run:
+        return lambda turn: (len(parts[turn % 2]), concurrent(client, parts[turn % 2], in_flight))
+
+    pids = {"client": os.getpid(), "server": server_pid}
     try:
         for client in clients.values():  # warm-up: connection, the server's thread pool
             concurrent(client, episodes[: in_flight * 2], in_flight)
-        half = len(episodes) // 2
-        for part in (episodes[:half], episodes[half:], episodes[:half], episodes[half:]):
-            for name, client in clients.items():
-                client_cpu, server_cpu = time.process_time(), cpu_s(server_pid)
-                totals[name]["seconds"] += concurrent(client, part, in_flight)
-                totals[name]["client_cpu_s"] += time.process_time() - client_cpu
-                totals[name]["server_cpu_s"] += cpu_s(server_pid) - server_cpu
-                totals[name]["episodes"] += len(part)
+        turns = interleaved({name: (run(client), pids) for name, client in clients.items()}, turns=4)
     finally:
         for client in clients.values():
             client.close()
     sides = {
         name: {
-            "episodes_per_s": round(t["episodes"] / t["seconds"], 1),
-            "client_cpu_ms_per_episode": round(t["client_cpu_s"] / t["episodes"] * 1e3, 3),
-            "server_cpu_ms_per_episode": round(t["server_cpu_s"] / t["episodes"] * 1e3, 3),
+            "episodes_per_s": round(side.rate(), 1),
+            "client_cpu_ms_per_episode": round(side.cpu_s["client"] / sum(side.episodes) * 1e3, 3),
+            "server_cpu_ms_per_episode": round(side.cpu_s["server"] / sum(side.episodes) * 1e3, 3),
         }
-        for name, t in totals.items()
+        for name, side in turns.items()
     }
     streams, mux = sides["streams"], sides["multiplexed"]
     return {
