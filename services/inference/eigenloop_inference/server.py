@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +30,7 @@ from eigenloop.inference.base import (
 from eigenloop.inference.openai_http import ChatFrontend, OpenAIHTTPServer
 from eigenloop.inference.vllm_engine import VLLM_INSTALL_HINT, VLLMEngine, check_engine_args, vllm_installed
 from eigenloop.rpc.mux import KeyAbortedError, serve_keys
-from eigenloop.rpc.server import Registration, abort, run_service
+from eigenloop.rpc.server import DrainAware, Registration, abort, run_service
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,10 @@ def _timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+class InferenceServicer(inference_pb2_grpc.InferenceServicer, DrainAware):
     def __init__(self, engine: InferenceEngine, max_weight_bytes: int) -> None:
         self.engine = engine
         self.max_weight_bytes = max_weight_bytes
-        self.draining: Callable[[], bool] = lambda: False  # the runtime's drain flag, once serving
 
     def _policy_version(self) -> pb.PolicyVersion:
         info = self.engine.info()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -23,7 +23,7 @@ from eigenloop.domains.base import Domain
 from eigenloop.env.session import MAX_ARGUMENTS_BYTES, EnvSession, InitialStateError
 from eigenloop.protocol import side_from_pb, tool_schema
 from eigenloop.rpc.mux import serve_keys
-from eigenloop.rpc.server import Registration, abort, episode_request_kind, run_service
+from eigenloop.rpc.server import DrainAware, Registration, abort, episode_request_kind, run_service
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,10 @@ class ToolEnvConfig(ServiceConfig):
     max_calls_per_session: int = Field(2000, ge=1, description="beyond this a session fails with RESOURCE_EXHAUSTED")
 
 
-class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer):
+class ToolEnvServicer(toolenv_pb2_grpc.ToolEnvServicer, DrainAware):
     def __init__(self, config: ToolEnvConfig) -> None:
         self.config = config
         self.domain_names = config.domains or available_domains()
-        self.draining: Callable[[], bool] = lambda: False  # the runtime's drain flag, once serving
         self.evaluations = ThreadPoolExecutor(config.workers, thread_name_prefix="toolenv-evaluate")
         for name in self.domain_names:
             load_domain(name)  # fail at start-up, not on the first episode

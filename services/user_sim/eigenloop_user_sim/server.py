@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -22,7 +22,7 @@ from eigenloop.contracts.v1 import user_sim_pb2_grpc
 from eigenloop.domains import UnknownDomainError, load_domain
 from eigenloop.llm.factory import BackendConfig, make_backend
 from eigenloop.rpc.mux import serve_keys
-from eigenloop.rpc.server import Registration, abort, episode_request_kind, run_service
+from eigenloop.rpc.server import DrainAware, Registration, abort, episode_request_kind, run_service
 from eigenloop.usersim import (
     Conversation,
     ConversationError,
@@ -73,12 +73,11 @@ def build_policy(config: UserSimConfig) -> UserPolicy:
     return LatencyUser(policy, config.turn_latency_s) if config.turn_latency_s else policy
 
 
-class UserSimServicer(user_sim_pb2_grpc.UserSimServicer):
+class UserSimServicer(user_sim_pb2_grpc.UserSimServicer, DrainAware):
     def __init__(self, config: UserSimConfig) -> None:
         self.config = config
         self.policy = build_policy(config)
         self.replica_id = config.replica_id or f"user_sim-{uuid.uuid4().hex[:8]}"
-        self.draining: Callable[[], bool] = lambda: False  # the runtime's drain flag, once serving
         self.slots = threading.BoundedSemaphore(config.max_concurrent_turns)
         self.turns = ThreadPoolExecutor(config.max_concurrent_turns, thread_name_prefix="user_sim-turn")
 

@@ -24,6 +24,13 @@ TOOLENV_POLICY = ServicePolicy(
 )
 
 
+def session_streams() -> Multiplexers:
+    """A Sessions stream per toolenv replica, made on first use."""
+    return Multiplexers(
+        lambda channel: toolenv_pb2_grpc.ToolEnvStub(channel).Sessions, tpb.SessionFrame, service="toolenv"
+    )
+
+
 class RemoteSession(StreamOwner):
     """One toolenv session; each request waits for its response, so calls see each other's effects.
 
@@ -78,7 +85,7 @@ class ToolEnvClient:
         self.stub = toolenv_pb2_grpc.ToolEnvStub(self.channel)
         self.session_timeout_s = session_timeout_s
         self.multiplexed = multiplexed
-        self._streams = Multiplexers(lambda channel: self.stub.Sessions, tpb.SessionFrame, service="toolenv")
+        self._streams = session_streams()
         self._lease = Lease(str(addresses), self.channel)
 
     def list_domains(self) -> list[tpb.DomainSummary]:

@@ -16,12 +16,11 @@ from eigenloop.contracts.v1 import toolenv_pb2 as tpb
 from eigenloop.contracts.v1 import toolenv_pb2_grpc
 from eigenloop.contracts.v1 import user_sim_pb2 as upb
 from eigenloop.domains import load_domain
-from eigenloop.env.remote import TOOLENV_POLICY, RemoteSession
+from eigenloop.env.remote import TOOLENV_POLICY, RemoteSession, session_streams
 from eigenloop.env.session import EnvSession
 from eigenloop.protocol import tool_schema
 from eigenloop.rollout.discovery import discover
 from eigenloop.rollout.failures import InfraError, infra_errors
-from eigenloop.rpc.mux import Multiplexers
 from eigenloop.rpc.pool import Lease, ReplicaPool
 from eigenloop.usersim.conversation import Conversation
 from eigenloop.usersim.policies import UserPolicy
@@ -188,9 +187,7 @@ class RemoteEnvironments:
     ) -> None:
         self.pool = ReplicaPool(discover(target), TOOLENV_POLICY, auth_token=auth_token, refresh_s=refresh_s)
         self.session_timeout_s = session_timeout_s
-        self.streams = Multiplexers(
-            lambda channel: toolenv_pb2_grpc.ToolEnvStub(channel).Sessions, tpb.SessionFrame, service="toolenv"
-        )
+        self.streams = session_streams()
         self._policies: dict[str, str] = {}
         self._lock = threading.Lock()
 

@@ -50,6 +50,16 @@ class Registration:
     add_to_server: Callable[[Any, grpc.Server], None]
 
 
+class DrainAware:
+    """A servicer with multiplexed streams, which refuse new keys while the server drains
+    (eigenloop.rpc.mux.serve_keys): the runtime hands it its state when it starts serving."""
+
+    serving: ServerState | None = None
+
+    def draining(self) -> bool:
+        return self.serving is not None and self.serving.draining
+
+
 def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
     """End the RPC with `code` and a human message (grpc's own abort raises; this tells the type checker)."""
     context.abort(code, message)
@@ -117,8 +127,8 @@ class ServiceRuntime:
     def start(self) -> None:
         for reg in self.registrations:
             reg.add_to_server(reg.servicer, self.server)
-            if hasattr(reg.servicer, "draining"):  # servicers of multiplexed streams refuse new keys while draining
-                reg.servicer.draining = lambda: self.state.draining
+            if isinstance(reg.servicer, DrainAware):
+                reg.servicer.serving = self.state
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [reg.service_name for reg in self.registrations]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
