@@ -199,7 +199,8 @@ def _status(name: str) -> grpc.StatusCode:
 
 class Multiplexers:
     """One Multiplexer per replica, made on first use and replaced once its stream broke (a replica that
-    restarted, a channel the pool closed)."""
+    restarted, a channel the pool closed). A broken one is forgotten at the next `open`, so replicas that
+    discovery removed leave nothing behind."""
 
     def __init__(
         self, method_of: Callable[[grpc.Channel], Callable[..., Any]], frame: type[Any], *, service: str
@@ -212,8 +213,9 @@ class Multiplexers:
 
     def open(self, lease: Lease, timeout_s: float) -> MuxStream[Any, Any]:
         with self._lock:
+            self._by_address = {a: m for a, m in self._by_address.items() if m.broken is None}
             mux = self._by_address.get(lease.address)
-            if mux is None or mux.broken is not None:
+            if mux is None:
                 method = self._method_of(lease.channel)
                 mux = Multiplexer(method, self._frame, service=f"{self.service} {lease.address}")
                 self._by_address[lease.address] = mux
