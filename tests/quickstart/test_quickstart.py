@@ -67,9 +67,16 @@ def test_report_table_is_the_metrics_files(fast_run: Path) -> None:
         for t in sampled:
             by_task.setdefault(t.task_id, []).append(passed(t))
         assert r["pass_hat_k"] == round(100 * sum(all(v) for v in by_task.values()) / len(by_task), 2)
+        # every failed episode is counted once in the failure breakdown
+        assert sum(r["greedy_failures"].values()) == sum(not passed(t) for t in greedy)
+        assert sum(r["sampled_failures"].values()) == sum(not passed(t) for t in sampled)
         row = re.search(rf"^\| {name} \| ([^|]+) \| ([^|]+) \| ([^|]+) \|", (fast_run / "report.md").read_text(), re.M)
         assert row is not None
         assert [float(c) for c in row.groups()] == [r["greedy_pass1"], r["sampled_pass1"], r["pass_hat_k"]]
+    report = (fast_run / "report.md").read_text()
+    for label, count in results["sft"]["sampled_failures"].items():
+        row = re.search(rf"^\| {re.escape(label)} \| (\d+) \| (\d+) \| (\d+) \|", report, re.M)
+        assert row is not None and int(row.group(3)) == count, label
     grpo_lines = (fast_run / "grpo" / "metrics.jsonl").read_text().splitlines()
     assert len(grpo_lines) == config.grpo.steps
     assert finished_stages(fast_run)["grpo"].summary["steps"] == config.grpo.steps

@@ -1,5 +1,6 @@
 """Evaluation on held-out tasks with the rollout manager: pass@1 greedy, pass@1 sampled at temperature 1
-(the mean over k samples per task), pass^k (every one of the k samples passes), and pass@1 per task goal.
+(the mean over k samples per task), pass^k (every one of the k samples passes), pass@1 per task goal, and how the
+failed episodes failed.
 
 A task passes when the checker's reward is 1. Episodes the infrastructure dropped are left out of the means
 (and counted); episodes where the simulated user broke its rules are scored like any other.
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from eigenloop.checkers.diagnose import count_failures
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.data import write_jsonl
 from eigenloop.quickstart.config import QuickstartConfig
@@ -34,6 +36,9 @@ class EvalResult:
     infra_dropped: int
     by_goal: dict[str, float]
     """Greedy pass@1 per goal (what the task's description starts with)."""
+    greedy_failures: dict[str, int]
+    sampled_failures: dict[str, int]
+    """Failed episodes by how they failed (eigenloop.checkers.diagnose), most frequent first."""
 
     def as_percent(self) -> dict[str, Any]:
         values = asdict(self)
@@ -87,7 +92,13 @@ def summarize(
         episodes=len(flat_g) + len(flat_s),
         infra_dropped=dropped_g + dropped_s,
         by_goal={g: statistics.fmean(v) for g, v in sorted(by_goal.items()) if v},
+        greedy_failures=_failures(greedy),
+        sampled_failures=_failures(sampled),
     )
+
+
+def _failures(groups: Sequence[tuple[pb.Task, list[pb.Trajectory]]]) -> dict[str, int]:
+    return dict(count_failures((task, t) for task, trajectories in groups for t in trajectories).most_common())
 
 
 def play(

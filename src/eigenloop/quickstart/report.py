@@ -93,6 +93,24 @@ def _by_goal(results: dict[str, Any]) -> str:
     return markdown_table(["task type", "SFT greedy pass@1 (%)", "GRPO greedy pass@1 (%)"], rows, digits=1)
 
 
+def _failures(results: dict[str, Any]) -> str:
+    """Failed held-out episodes by how they failed, SFT and GRPO side by side (runs before it recorded none: -)."""
+    columns = [(model, mode) for mode in ("greedy", "sampled") for model in ("sft", "grpo")]
+    counts = {c: results[c[0]].get(f"{c[1]}_failures") for c in columns}
+    if any(v is None for v in counts.values()):
+        return "This run's evaluation recorded no failure breakdown."
+    labels = sorted(
+        {label for v in counts.values() for label in v}, key=lambda x: (-sum(v.get(x, 0) for v in counts.values()), x)
+    )
+    rows = [[label, *(counts[c].get(label, 0) for c in columns)] for label in labels]
+    header = ["how it failed", *(f"{model.upper()} {mode}" for model, mode in columns)]
+    return (
+        "How the failed held-out episodes failed (episodes; `eigenloop.checkers.diagnose`: the first place each "
+        "departs from its task's gold actions, e.g. `cancel_order: wrong reason` is a cancellation with the wrong "
+        "reason, `malformed tool call` a call nobody could parse):\n\n" + markdown_table(header, rows)
+    )
+
+
 def _task_draws(config: QuickstartConfig, summary: dict[str, Any]) -> str:
     """Which task families GRPO rolled out, and their pass rate at T=1 when it stopped (pass_rate sampling)."""
     state = summary.get("tasks", {})
@@ -154,6 +172,7 @@ def write_quickstart_report(config: QuickstartConfig, out: Path) -> tuple[Path, 
             _coverage(out),
             "Greedy pass@1 by task type (held-out):",
             _by_goal(results),
+            _failures(results),
             "## Synthesis",
             f"{config.synth.rounds} rounds x {config.synth.per_round} candidates with the offline procedural "
             "backend (labelled `procedural` in every task's provenance). Round 1 uses the naive initial prompts; "
