@@ -1,7 +1,8 @@
 """pass@1 / pass^k scoring and `eigenloop eval`.
 
 Tried: hand-made groups (a task solved 2 of 4 times: pass@1 0.5, pass^2 1/6, pass^4 0; infra-failed and
-simulator-invalid samples left out, a task with too few scored samples counted short; per-domain and overall);
+simulator-invalid samples left out, a task with too few scored samples counted short; per-domain and overall;
+failed scored samples counted by how they failed);
 k < 1; `eigenloop eval` with the tiny model in process (table, eval.json, trajectories.jsonl readable back as
 Trajectory records with tokens and masks, tau2 simulations), and a tasks file that does not exist.
 """
@@ -53,6 +54,8 @@ def test_pass_at_1_and_pass_hat_k() -> None:
     airline = next(d for d in report.domains if d.domain == "airline")
     assert (airline.pass_at_1, airline.pass_hat_k, airline.infra_failed, airline.simulator_invalid) == (1, 1, 1, 1)
     assert report.overall.tasks == 3 and report.overall.episodes == 12
+    # failures counted over scored samples only: retail's two, not airline's simulator-invalid one
+    assert retail.failures == {"other: no reward": 2} and airline.failures == {}
 
     four = score_groups(groups, 4)
     assert next(d for d in four.domains if d.domain == "retail").pass_hat_k == pytest.approx(0.5)
@@ -80,6 +83,9 @@ def test_eval_command_in_process(tiny_model_dir: Path, tmp_path: Path) -> None:
     for t in trajectories:
         assert t.tokens.token_ids and len(t.tokens.policy_mask) == len(t.tokens.token_ids)
         assert t.reward.breakdown
+    failed = sum(t.reward.value < 1 for t in trajectories if t.status != INFRA)
+    assert sum(report["overall"]["failures"].values()) == failed
+    assert failed == 0 or "how episodes failed" in result.output
     simulations = json.loads((out / "tau2_simulations.json").read_text())["simulations"]
     assert {s["task_id"] for s in simulations} == {t.id for t in sample_tasks("toy")[:2]}
 

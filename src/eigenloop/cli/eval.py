@@ -101,6 +101,10 @@ def eval_command(
     write_jsonl(out / "trajectories.jsonl", trajectories)
     write_simulations(trajectories, out / "tau2_simulations.json")
     console.print(_table(report))
+    if report.overall.failures:
+        console.print(
+            "how episodes failed: " + ", ".join(f"{label} {n}" for label, n in report.overall.failures.items())
+        )
     console.print(
         f"{stats.episodes} episodes, {stats.failed_attempts} failed attempts retried, {stats.dropped} dropped, "
         f"{stats.format_errors} malformed tool calls; written to {out}/"

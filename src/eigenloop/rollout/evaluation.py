@@ -4,6 +4,7 @@ A sample succeeds when its reward is 1. pass@1 is the mean success rate over tas
 C(c, k) / C(n, k) for c successes among n scored samples (with n = k: all k succeed), averaged over tasks.
 Only scored samples count (COMPLETED, TRUNCATED): infrastructure failures and simulator-invalid episodes are
 reported, never scored as failures. A task with fewer than k scored samples has no pass^k (counted as short).
+Failed scored samples are counted by how they failed (eigenloop.checkers.diagnose).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from math import comb
 
 from pydantic import BaseModel
 
+from eigenloop.checkers.diagnose import count_failures
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.rollout.manager import Group
 
@@ -34,6 +36,8 @@ class DomainScore(BaseModel):
     short_tasks: int
     """Tasks with fewer than k scored samples (left out of pass^k)."""
     format_errors: int
+    failures: dict[str, int]
+    """Failed scored episodes by where they first departed from their task (eigenloop.checkers.diagnose)."""
 
 
 class EvalReport(BaseModel):
@@ -74,6 +78,7 @@ def _score(domain: str, groups: list[Group], k: int) -> DomainScore:
         simulator_invalid=statuses[pb.EPISODE_STATUS_SIMULATOR_INVALID],
         short_tasks=short,
         format_errors=format_errors,
+        failures=dict(count_failures((g.task, t) for g in groups for t in g.scored).most_common()),
     )
 
 
