@@ -6,7 +6,8 @@ Rows (each a change of the quickstart configuration, everything else equal):
 - user model: GRPO against the fine-tuned user model vs the base user (the rule-based procedural user, not
   fine-tuned on this data's wording) -> pass@1 after GRPO;
 - algorithm: GRPO with vs without dynamic filtering (zero-variance groups), with vs without the SFT loss
-  blended in, G=8 vs G=4 (twice the tasks per step: the same episodes per step) -> pass@1 after GRPO.
+  blended in, G=8 vs G=4 (twice the tasks per step: the same episodes per step) -> pass@1 after GRPO; and no
+  GRPO at all, its wall time spent on SFT instead (more SFT steps from scratch on the same data) -> SFT pass@1.
 Every GRPO variant starts from the full-data SFT model and user model of its seed, and every model is
 evaluated on that seed's held-out tasks with the fine-tuned user model. Pass@1 values are percent; the
 result keeps every seed's numbers next to the means.
@@ -64,6 +65,7 @@ DATA_VARIANTS: dict[str, dict[str, Any]] = {
     "no_diversity": {"diversity": False},
 }
 DEFAULT_GRPO = "grpo (fine-tuned user, filtering, no blend, G=8)"
+LONGER_SFT = "algorithm: no GRPO, SFT for its time too"
 GRPO_VARIANTS: dict[str, dict[str, Any]] = {
     "user: base (procedural) user model": {"user": "base"},
     "algorithm: no dynamic filtering": {"zero_variance_filter": False},
@@ -130,15 +132,22 @@ def data_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, Any]:
     return {**stats, **{m: results["sft"][m] for m in METRICS}}
 
 
+def _start_from(base: Path, out: Path, last: str) -> None:
+    """`out` holds the base run's stages up to `last` (copied, records included) unless it got that far."""
+    if last in finished_stages(out):
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    kept = STAGE_NAMES[: STAGE_NAMES.index(last) + 1]
+    for stage in kept:
+        shutil.copytree(base / stage, out / stage)
+    records = json.loads((base / "stages.json").read_text())
+    write_json_atomic(out / "stages.json", {k: v for k, v in records.items() if k in kept})
+
+
 def grpo_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, Any]:
     """GRPO from the base run's SFT and user models (copied in), then evaluation of the GRPO model."""
-    if "user_sft" not in finished_stages(out):
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        for stage in ("synth", "model", "sft", "user_sft"):
-            shutil.copytree(base / stage, out / stage)
-        records = json.loads((base / "stages.json").read_text())
-        write_json_atomic(out / "stages.json", {k: v for k, v in records.items() if k in STAGE_NAMES[:4]})
+    _start_from(base, out, "user_sft")
     _run_through(config, out, "grpo")
     paths = Paths(out)
     results = evaluate_models(
@@ -146,6 +155,24 @@ def grpo_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, Any]:
         user_model=paths.user_model,
     )  # fmt: skip
     return {m: results["grpo"][m] for m in METRICS}
+
+
+def matched_sft_steps(config: QuickstartConfig, base: Path) -> int:
+    """SFT steps that take as long as the base run's SFT and GRPO stages together (by their measured seconds)."""
+    seconds = {name: record.seconds for name, record in finished_stages(base).items()}
+    return config.sft.steps + round(seconds["grpo"] * config.sft.steps / seconds["sft"])
+
+
+def longer_sft_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, Any]:
+    """SFT on the base run's data and tokenizer for `config.sft.steps` (GRPO's time spent on SFT instead), then
+    evaluation of that SFT model like every other row."""
+    _start_from(base, out, "model")
+    _run_through(config, out, "sft")
+    results = evaluate_models(
+        config, {"sft": Paths(out).sft_model}, out / "eval_sft", _log, heldout=Paths(base).heldout_tasks,
+        user_model=Paths(base).user_model,
+    )  # fmt: skip
+    return {"sft_steps": config.sft.steps, **{m: results["sft"][m] for m in METRICS}}
 
 
 def _mean_rows(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -166,6 +193,7 @@ DIRECTIONS = (
     ("dynamic filtering helps GRPO", DEFAULT_GRPO, "algorithm: no dynamic filtering"),
     ("SFT blending helps GRPO", "algorithm: SFT blend 0.1", DEFAULT_GRPO),
     ("G=8 beats G=4 at the same episodes per step", DEFAULT_GRPO, "algorithm: G=4 (16 tasks/step)"),
+    ("GRPO beats spending its time on more SFT", DEFAULT_GRPO, LONGER_SFT),
 )
 
 
@@ -232,6 +260,9 @@ def main() -> None:
         variants += [(name, f"grpo-{i + 1}", _with(config, grpo=change), grpo_row)
                      for i, (name, change) in enumerate(GRPO_VARIANTS.items())
                      if name.split(":")[0] in args.only]  # fmt: skip
+        if "algorithm" in args.only:
+            longer = _with(config, sft={"steps": matched_sft_steps(config, base)})
+            variants.append((LONGER_SFT, "sft-longer", longer, longer_sft_row))
         for name, folder, variant, run_row in variants:
             print(f"{time.strftime('%X')} === {name}, seed {seed}", flush=True)
             out = args.out / f"seed-{seed}" / folder

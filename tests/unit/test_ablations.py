@@ -75,3 +75,23 @@ def test_directions_are_mean_differences_over_the_seeds_both_rows_have() -> None
     }
     assert found["GRPO raises pass@1 over SFT"]["difference_points"] == {"greedy_pass1": -5.0, "sampled_pass1": 2.0}
     assert "diversity filtering raises SFT pass@1" not in found  # no row at any seed
+
+
+def test_the_longer_sft_row_gets_the_steps_grpo_took_and_starts_from_the_base_data(tmp_path: Path) -> None:
+    base, out = tmp_path / "base", tmp_path / "row"
+    stages = ("synth", "model", "sft", "user_sft", "grpo")
+    seconds = {"synth": 50.0, "model": 20.0, "sft": 300.0, "user_sft": 100.0, "grpo": 225.0}
+    for stage in stages:
+        (base / stage).mkdir(parents=True)
+        (base / stage / "made.txt").write_text(stage)
+    (base / "stages.json").write_text(json.dumps({s: {"seconds": seconds[s], "summary": {}} for s in stages}))
+    # 300 steps took 300 s, so GRPO's 225 s buy 225 more
+    assert ablations.matched_sft_steps(QuickstartConfig(seed=0), base) == 525
+
+    ablations._start_from(base, out, "model")
+    assert sorted(p.name for p in out.iterdir()) == ["model", "stages.json", "synth"]
+    assert sorted(json.loads((out / "stages.json").read_text())) == ["model", "synth"]
+    (out / "sft").mkdir()
+    (out / "stages.json").write_text(json.dumps({s: {"seconds": 1.0, "summary": {}} for s in stages[:3]}))
+    ablations._start_from(base, out, "model")  # a row that got further keeps its work
+    assert (out / "sft").is_dir()
