@@ -223,6 +223,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
                     episodes=d.episodes,
                     infra_failed=d.infra_failed,
                     simulator_invalid=d.simulator_invalid,
+                    failures=d.failures,
                 )
                 for d in report.domains
             ],

@@ -27,7 +27,7 @@ from eigenloop.contracts.v1 import common_pb2 as eigenloop_dot_v1_dot_common__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65igenloop/v1/trainer.proto\x12\x0c\x65igenloop.v1\x1a\x19\x65igenloop/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n\x0fStartRunRequest\x12\"\n\x05stage\x18\x01 \x01(\x0e\x32\x13.eigenloop.v1.Stage\x12\x13\n\x0b\x63onfig_yaml\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0e\n\x06resume\x18\x04 \x01(\x08\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xe7\x01\n\tRunStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\"\n\x05stage\x18\x02 \x01(\x0e\x32\x13.eigenloop.v1.Stage\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.eigenloop.v1.RunState\x12\x0c\n\x04step\x18\x04 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x03\x12\x33\n\x0epolicy_version\x18\x06 \x01(\x0b\x32\x1b.eigenloop.v1.PolicyVersion\x12\x16\n\x0e\x63heckpoint_dir\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\"\xc3\x01\n\x0fTrainingMetrics\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x39\n\x06values\x18\x03 \x03(\x0b\x32).eigenloop.v1.TrainingMetrics.ValuesEntry\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x96\x01\n\x14\x45valuateModelRequest\x12\x12\n\nmodel_path\x18\x01 \x01(\t\x12!\n\x05tasks\x18\x02 \x03(\x0b\x32\x12.eigenloop.v1.Task\x12\t\n\x01k\x18\x03 \x01(\x05\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.eigenloop.v1.SamplingParams\x12\x0c\n\x04seed\x18\x05 \x01(\x03\"\xa1\x01\n\x0b\x44omainScore\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x11\n\tpass_at_1\x18\x02 \x01(\x01\x12\x12\n\npass_hat_k\x18\x03 \x01(\x01\x12\t\n\x01k\x18\x04 \x01(\x05\x12\r\n\x05tasks\x18\x05 \x01(\x05\x12\x10\n\x08\x65pisodes\x18\x06 \x01(\x05\x12\x14\n\x0cinfra_failed\x18\x07 \x01(\x05\x12\x19\n\x11simulator_invalid\x18\x08 \x01(\x05\"n\n\x10\x45valuationReport\x12*\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x19.eigenloop.v1.DomainScore\x12.\n\x0ctrajectories\x18\x02 \x03(\x0b\x32\x18.eigenloop.v1.Trajectory*Q\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\r\n\tSTAGE_SFT\x10\x01\x12\x12\n\x0eSTAGE_USER_SFT\x10\x02\x12\x0e\n\nSTAGE_GRPO\x10\x03*\x9b\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x05\x32\xea\x02\n\x07Trainer\x12\x42\n\x08StartRun\x12\x1d.eigenloop.v1.StartRunRequest\x1a\x17.eigenloop.v1.RunStatus\x12>\n\x06GetRun\x12\x1b.eigenloop.v1.GetRunRequest\x1a\x17.eigenloop.v1.RunStatus\x12H\n\x08WatchRun\x12\x1b.eigenloop.v1.GetRunRequest\x1a\x1d.eigenloop.v1.TrainingMetrics0\x01\x12\x41\n\tCancelRun\x12\x1b.eigenloop.v1.GetRunRequest\x1a\x17.eigenloop.v1.RunStatus\x12N\n\x08\x45valuate\x12\".eigenloop.v1.EvaluateModelRequest\x1a\x1e.eigenloop.v1.EvaluationReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65igenloop/v1/trainer.proto\x12\x0c\x65igenloop.v1\x1a\x19\x65igenloop/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n\x0fStartRunRequest\x12\"\n\x05stage\x18\x01 \x01(\x0e\x32\x13.eigenloop.v1.Stage\x12\x13\n\x0b\x63onfig_yaml\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0e\n\x06resume\x18\x04 \x01(\x08\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xe7\x01\n\tRunStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\"\n\x05stage\x18\x02 \x01(\x0e\x32\x13.eigenloop.v1.Stage\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.eigenloop.v1.RunState\x12\x0c\n\x04step\x18\x04 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x03\x12\x33\n\x0epolicy_version\x18\x06 \x01(\x0b\x32\x1b.eigenloop.v1.PolicyVersion\x12\x16\n\x0e\x63heckpoint_dir\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\"\xc3\x01\n\x0fTrainingMetrics\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x39\n\x06values\x18\x03 \x03(\x0b\x32).eigenloop.v1.TrainingMetrics.ValuesEntry\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x96\x01\n\x14\x45valuateModelRequest\x12\x12\n\nmodel_path\x18\x01 \x01(\t\x12!\n\x05tasks\x18\x02 \x03(\x0b\x32\x12.eigenloop.v1.Task\x12\t\n\x01k\x18\x03 \x01(\x05\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.eigenloop.v1.SamplingParams\x12\x0c\n\x04seed\x18\x05 \x01(\x03\"\x8d\x02\n\x0b\x44omainScore\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x11\n\tpass_at_1\x18\x02 \x01(\x01\x12\x12\n\npass_hat_k\x18\x03 \x01(\x01\x12\t\n\x01k\x18\x04 \x01(\x05\x12\r\n\x05tasks\x18\x05 \x01(\x05\x12\x10\n\x08\x65pisodes\x18\x06 \x01(\x05\x12\x14\n\x0cinfra_failed\x18\x07 \x01(\x05\x12\x19\n\x11simulator_invalid\x18\x08 \x01(\x05\x12\x39\n\x08\x66\x61ilures\x18\t \x03(\x0b\x32\'.eigenloop.v1.DomainScore.FailuresEntry\x1a/\n\rFailuresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"n\n\x10\x45valuationReport\x12*\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x19.eigenloop.v1.DomainScore\x12.\n\x0ctrajectories\x18\x02 \x03(\x0b\x32\x18.eigenloop.v1.Trajectory*Q\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\r\n\tSTAGE_SFT\x10\x01\x12\x12\n\x0eSTAGE_USER_SFT\x10\x02\x12\x0e\n\nSTAGE_GRPO\x10\x03*\x9b\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x05\x32\xea\x02\n\x07Trainer\x12\x42\n\x08StartRun\x12\x1d.eigenloop.v1.StartRunRequest\x1a\x17.eigenloop.v1.RunStatus\x12>\n\x06GetRun\x12\x1b.eigenloop.v1.GetRunRequest\x1a\x17.eigenloop.v1.RunStatus\x12H\n\x08WatchRun\x12\x1b.eigenloop.v1.GetRunRequest\x1a\x1d.eigenloop.v1.TrainingMetrics0\x01\x12\x41\n\tCancelRun\x12\x1b.eigenloop.v1.GetRunRequest\x1a\x17.eigenloop.v1.RunStatus\x12N\n\x08\x45valuate\x12\".eigenloop.v1.EvaluateModelRequest\x1a\x1e.eigenloop.v1.EvaluationReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRAININGMETRICS_VALUESENTRY']._loaded_options = None
   _globals['_TRAININGMETRICS_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_STAGE']._serialized_start=1106
-  _globals['_STAGE']._serialized_end=1187
-  _globals['_RUNSTATE']._serialized_start=1190
-  _globals['_RUNSTATE']._serialized_end=1345
+  _globals['_DOMAINSCORE_FAILURESENTRY']._loaded_options = None
+  _globals['_DOMAINSCORE_FAILURESENTRY']._serialized_options = b'8\001'
+  _globals['_STAGE']._serialized_start=1214
+  _globals['_STAGE']._serialized_end=1295
+  _globals['_RUNSTATE']._serialized_start=1298
+  _globals['_RUNSTATE']._serialized_end=1453
   _globals['_STARTRUNREQUEST']._serialized_start=104
   _globals['_STARTRUNREQUEST']._serialized_end=210
   _globals['_GETRUNREQUEST']._serialized_start=212
@@ -53,9 +55,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVALUATEMODELREQUEST']._serialized_start=678
   _globals['_EVALUATEMODELREQUEST']._serialized_end=828
   _globals['_DOMAINSCORE']._serialized_start=831
-  _globals['_DOMAINSCORE']._serialized_end=992
-  _globals['_EVALUATIONREPORT']._serialized_start=994
-  _globals['_EVALUATIONREPORT']._serialized_end=1104
-  _globals['_TRAINER']._serialized_start=1348
-  _globals['_TRAINER']._serialized_end=1710
+  _globals['_DOMAINSCORE']._serialized_end=1100
+  _globals['_DOMAINSCORE_FAILURESENTRY']._serialized_start=1053
+  _globals['_DOMAINSCORE_FAILURESENTRY']._serialized_end=1100
+  _globals['_EVALUATIONREPORT']._serialized_start=1102
+  _globals['_EVALUATIONREPORT']._serialized_end=1212
+  _globals['_TRAINER']._serialized_start=1456
+  _globals['_TRAINER']._serialized_end=1818
 # @@protoc_insertion_point(module_scope)

@@ -243,6 +243,26 @@ Global___EvaluateModelRequest: _TypeAlias = EvaluateModelRequest  # noqa: Y015
 class DomainScore(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class FailuresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DOMAIN_FIELD_NUMBER: _builtins.int
     PASS_AT_1_FIELD_NUMBER: _builtins.int
     PASS_HAT_K_FIELD_NUMBER: _builtins.int
@@ -251,6 +271,7 @@ class DomainScore(_message.Message):
     EPISODES_FIELD_NUMBER: _builtins.int
     INFRA_FAILED_FIELD_NUMBER: _builtins.int
     SIMULATOR_INVALID_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
     pass_at_1: _builtins.float
     pass_hat_k: _builtins.float
@@ -259,6 +280,12 @@ class DomainScore(_message.Message):
     episodes: _builtins.int
     infra_failed: _builtins.int
     simulator_invalid: _builtins.int
+    @_builtins.property
+    def failures(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Failed scored episodes by where they first departed from their task, e.g. "cancel_order: wrong reason"
+        (eigenloop.checkers.diagnose).
+        """
+
     def __init__(
         self,
         *,
@@ -270,10 +297,11 @@ class DomainScore(_message.Message):
         episodes: _builtins.int = ...,
         infra_failed: _builtins.int = ...,
         simulator_invalid: _builtins.int = ...,
+        failures: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "episodes", b"episodes", "infra_failed", b"infra_failed", "k", b"k", "pass_at_1", b"pass_at_1", "pass_hat_k", b"pass_hat_k", "simulator_invalid", b"simulator_invalid", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "episodes", b"episodes", "failures", b"failures", "infra_failed", b"infra_failed", "k", b"k", "pass_at_1", b"pass_at_1", "pass_hat_k", b"pass_hat_k", "simulator_invalid", b"simulator_invalid", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
