@@ -1,10 +1,14 @@
-"""failure_kind: each way an episode can depart from its task gets its label (toy built-in tasks, episodes by hand)."""
+"""failure_kind: each way an episode can depart from its task gets its label (toy built-in tasks, episodes by hand);
+fuzzed: any order of turns, calls without results and results without calls, arguments that are not JSON objects,
+every error kind: a label for every failed episode, None for every passed one, nothing raises."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eigenloop.checkers.diagnose import MALFORMED, count_failures, failure_kind
 from eigenloop.contracts.v1 import common_pb2 as pb
@@ -118,3 +122,38 @@ def test_counts_skip_passed_and_infrastructure_failed_episodes() -> None:
     dropped = pb.Trajectory(task_id=CANCEL.id, status=pb.EPISODE_STATUS_INFRA_FAILED)
     counts = count_failures([(CANCEL, wrong), (CANCEL, wrong), (CANCEL, passed), (CANCEL, dropped)])
     assert counts == {"cancel_order: wrong reason": 2}
+
+
+_ROLES = [pb.ROLE_USER, pb.ROLE_ASSISTANT, pb.ROLE_TOOL]
+_KINDS = list(pb.ToolErrorKind.values())
+
+
+@st.composite
+def _messages(draw: st.DrawFn) -> list[pb.Message]:
+    """Any order of turns: calls with or without results, results with no call, odd arguments and error kinds."""
+    out = []
+    for role in draw(st.lists(st.sampled_from(_ROLES), max_size=12)):
+        message = pb.Message(role=role, content=draw(st.text(max_size=20)))
+        if role == pb.ROLE_TOOL:
+            kind = draw(st.sampled_from(_KINDS))
+            message.tool_result.CopyFrom(pb.ToolResult(error=kind > pb.TOOL_ERROR_KIND_NONE, error_kind=kind))
+        else:
+            for _ in range(draw(st.integers(0, 2))):
+                name = draw(st.sampled_from(["get_order", "cancel_order", "update_address", "nope"]))
+                arguments = draw(st.sampled_from(['{"order_id": "O1"}', "{", "[]", '{"reason": null}', ""]))
+                side = draw(st.sampled_from([pb.TOOL_SIDE_AGENT, pb.TOOL_SIDE_USER, pb.TOOL_SIDE_UNSPECIFIED]))
+                message.tool_calls.add(id="call_0", name=name, arguments_json=arguments, side=side)
+        out.append(message)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=_messages(), reward=st.sampled_from([0.0, 0.5, 1.0]), task=st.sampled_from(list(TASKS.values())))
+def test_any_episode_gets_a_label_or_none_and_nothing_raises(
+    messages: list[pb.Message], reward: float, task: pb.Task
+) -> None:
+    trajectory = pb.Trajectory(task_id=task.id, messages=messages)
+    trajectory.reward.value = reward
+    label = failure_kind(task, trajectory)
+    assert (label is None) == (reward >= 1.0)
+    assert label is None or label.strip()
