@@ -67,7 +67,8 @@ def test_evaluate_scores_k_samples_per_task(stub: trainer_pb2_grpc.TrainerStub, 
     assert [d.domain for d in report.domains] == ["toy"]
     assert report.domains[0].tasks == 2 and report.domains[0].episodes == 4
     assert len(report.trajectories) == 4
-    failed = sum(t.reward.value < 1 for t in report.trajectories if t.status != pb.EPISODE_STATUS_INFRA_FAILED)
+    scored = (pb.EPISODE_STATUS_COMPLETED, pb.EPISODE_STATUS_TRUNCATED)
+    failed = sum(t.reward.value < 1 for t in report.trajectories if t.status in scored)
     assert sum(report.domains[0].failures.values()) == failed
     with pytest.raises(grpc.RpcError) as err:
         stub.Evaluate(tpb.EvaluateModelRequest(model_path="/nope", tasks=tasks))

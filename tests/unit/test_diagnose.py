@@ -1,6 +1,7 @@
 """failure_kind: each way an episode can depart from its task gets its label (toy built-in tasks, episodes by hand);
-fuzzed: any order of turns, calls without results and results without calls, arguments that are not JSON objects,
-every error kind: a label for every failed episode, None for every passed one, nothing raises."""
+fuzzed: any order of turns, calls without results and results naming no call or another, arguments that are not
+JSON objects, every error kind, any reward breakdown: a label for every failed episode, None for every passed one,
+nothing raises."""
 
 from __future__ import annotations
 
@@ -92,13 +93,34 @@ def test_departures_from_the_gold_calls(turns: list[list[Call]], label: str) -> 
     assert failure_kind(CANCEL, _episode(CANCEL, *_turns(*turns))) == label
 
 
+def _malformed() -> list[pb.Message]:
+    error = pb.ToolResult(content="Error: malformed", error=True, error_kind=pb.TOOL_ERROR_KIND_INVALID_JSON)
+    return [pb.Message(role=pb.ROLE_TOOL, tool_result=error)]
+
+
 def test_an_unparsable_call_where_a_gold_call_is_missing_is_malformed() -> None:
     unparsed = pb.Message(role=pb.ROLE_ASSISTANT, content='<tool_call>{"name": "cancel_')
-    error = pb.ToolResult(content="Error: malformed", error=True, error_kind=pb.TOOL_ERROR_KIND_INVALID_JSON)
-    episode = _episode(
-        CANCEL, *_turns([("get_order", "O", OK)]), [unparsed, pb.Message(role=pb.ROLE_TOOL, tool_result=error)]
-    )
+    episode = _episode(CANCEL, *_turns([("get_order", "O", OK)]), [unparsed, *_malformed()])
     assert failure_kind(CANCEL, episode) == MALFORMED
+
+
+def test_a_turn_with_an_unparsable_call_beside_parsed_ones_pairs_each_result_with_its_call() -> None:
+    """The rollout manager answers the unparsable call first, then the parsed ones: both gold calls ran here,
+    so what failed is what the reply left unsaid."""
+    both = _turns([("get_order", "O", OK), ("cancel_order", "O/mistake", OK)])[0]
+    turn = [both[0], *_malformed(), *both[1:]]
+    episode = _episode(CANCEL, turn)
+    episode.reward.breakdown.add(component=pb.REWARD_COMPONENT_COMMUNICATE, value=0.0, in_basis=True, checked=True)
+    task = pb.Task()
+    task.CopyFrom(CANCEL)
+    task.checker.communicate_info.append("cancelled")
+    assert failure_kind(task, episode) == "not said: cancelled"
+
+
+def test_a_forbidden_call_counts_even_when_the_environment_refused_it() -> None:
+    order = _order(REFUSE)
+    refused = _turn(("cancel_order", {"order_id": order, "reason": "cheap"}, pb.TOOL_ERROR_KIND_INVALID_ARGUMENTS))
+    assert failure_kind(REFUSE, _episode(REFUSE, refused)) == "cancel_order: forbidden"
 
 
 def test_a_write_the_task_forbids_comes_first() -> None:
@@ -110,10 +132,24 @@ def test_a_write_the_task_forbids_comes_first() -> None:
 
 
 def test_right_calls_but_the_reply_lacks_what_must_be_said() -> None:
-    episode = _episode(STATUS, _turn(("get_order", {"order_id": _order(STATUS)}, OK)), said="Here you go.")
+    task = pb.Task()
+    task.CopyFrom(STATUS)
+    task.checker.communicate_info.append("$12.50")  # a value: left out of the label, so entities count together
+    episode = _episode(task, _turn(("get_order", {"order_id": _order(STATUS)}, OK)), said="It is $12.50.")
+    # an unchecked component (no judge) is no verdict, so it is not what failed
+    episode.reward.breakdown.add(component=pb.REWARD_COMPONENT_NL_ASSERTION, value=0.0, in_basis=True, checked=False)
     episode.reward.breakdown.add(component=pb.REWARD_COMPONENT_ACTION, value=1.0, in_basis=True, checked=True)
     episode.reward.breakdown.add(component=pb.REWARD_COMPONENT_COMMUNICATE, value=0.0, in_basis=True, checked=True)
-    assert failure_kind(STATUS, episode) == "not said: delivered"
+    assert failure_kind(task, episode) == "not said: delivered"
+    episode.messages[-1].content = "It is delivered."
+    task.checker.communicate_info[-1] = "$13.00"
+    assert failure_kind(task, episode) == "not said: <value>"
+
+
+def test_a_checker_that_failed_to_run_is_said_so() -> None:
+    episode = _episode(STATUS, _turn(("get_order", {"order_id": _order(STATUS)}, OK)))
+    episode.reward.checker_error = True
+    assert failure_kind(STATUS, episode) == "other: checker error"
 
 
 def test_counts_skip_passed_and_infrastructure_failed_episodes() -> None:
@@ -136,24 +172,42 @@ def _messages(draw: st.DrawFn) -> list[pb.Message]:
         message = pb.Message(role=role, content=draw(st.text(max_size=20)))
         if role == pb.ROLE_TOOL:
             kind = draw(st.sampled_from(_KINDS))
-            message.tool_result.CopyFrom(pb.ToolResult(error=kind > pb.TOOL_ERROR_KIND_NONE, error_kind=kind))
+            call_id = draw(st.sampled_from(["", "call_0", "call_1", "call_7"]))
+            result = pb.ToolResult(call_id=call_id, error=kind > pb.TOOL_ERROR_KIND_NONE, error_kind=kind)
+            message.tool_result.CopyFrom(result)
         else:
-            for _ in range(draw(st.integers(0, 2))):
+            for i in range(draw(st.integers(0, 2))):
                 name = draw(st.sampled_from(["get_order", "cancel_order", "update_address", "nope"]))
                 arguments = draw(st.sampled_from(['{"order_id": "O1"}', "{", "[]", '{"reason": null}', ""]))
                 side = draw(st.sampled_from([pb.TOOL_SIDE_AGENT, pb.TOOL_SIDE_USER, pb.TOOL_SIDE_UNSPECIFIED]))
-                message.tool_calls.add(id="call_0", name=name, arguments_json=arguments, side=side)
+                message.tool_calls.add(id=f"call_{i}", name=name, arguments_json=arguments, side=side)
         out.append(message)
     return out
 
 
+_COMPONENTS = [c for c in pb.RewardComponent.values() if c]
+
+
 @settings(max_examples=300, deadline=None)
-@given(messages=_messages(), reward=st.sampled_from([0.0, 0.5, 1.0]), task=st.sampled_from(list(TASKS.values())))
+@given(
+    messages=_messages(),
+    reward=st.sampled_from([0.0, 0.5, 1.0]),
+    task=st.sampled_from(list(TASKS.values())),
+    breakdown=st.lists(st.tuples(st.sampled_from(_COMPONENTS), st.booleans(), st.booleans(), st.sampled_from([0, 1]))),
+    checker_error=st.booleans(),
+)
 def test_any_episode_gets_a_label_or_none_and_nothing_raises(
-    messages: list[pb.Message], reward: float, task: pb.Task
+    messages: list[pb.Message],
+    reward: float,
+    task: pb.Task,
+    breakdown: list[tuple[int, bool, bool, int]],
+    checker_error: bool,
 ) -> None:
     trajectory = pb.Trajectory(task_id=task.id, messages=messages)
     trajectory.reward.value = reward
+    trajectory.reward.checker_error = checker_error
+    for component, in_basis, checked, value in breakdown:
+        trajectory.reward.breakdown.add(component=component, in_basis=in_basis, checked=checked, value=value)
     label = failure_kind(task, trajectory)
     assert (label is None) == (reward >= 1.0)
     assert label is None or label.strip()

@@ -77,8 +77,10 @@ def test_one_stream_per_replica_replaced_once_broken_and_forgotten_once_gone() -
 def test_a_broken_stream_fails_its_open_keys() -> None:
     streams = _Streams()
     muxes = Multiplexers(streams.method_of, object, service="fake")
-    key = muxes.open(Lease("a:1", "a:1"), 1.0)  # type: ignore[arg-type]
-    streams.end("a:1")
-    with pytest.raises(StreamClosedError, match="fake a:1"):
-        key.send(object())
-    muxes.close()
+    try:
+        key = muxes.open(Lease("a:1", "a:1"), 1.0)  # type: ignore[arg-type]
+        streams.end("a:1")
+        with pytest.raises(StreamClosedError, match="fake a:1"):
+            key.send(object())
+    finally:
+        muxes.close()

@@ -2,17 +2,22 @@
 
 The checker says *that* an episode failed (state differs, an action is missing); a report on what a model gets
 wrong needs *where*: which gold call the agent skipped, which argument it got wrong, whether it acted where the
-task forbids it. `failure_kind` compares the agent's calls with the task's gold actions, in this order:
+task forbids it. `failure_kind` checks, in this order (gold calls in the order of the task's gold actions, not of
+the episode):
 
-  "<tool>: forbidden"        the agent made a call the checker forbids (a write where the task wants a refusal)
+  "<tool>: forbidden"        the agent made a call the checker forbids (a write where the task wants a refusal),
+                             whether or not the environment let it run
+  then, for each gold call of the agent in turn:
+  "<tool>: <error kind>"     the agent made the gold call, but the environment refused it ("tool failed")
   "<tool>: wrong <argument>" the agent called the tool, but this argument (the first that differs) is wrong
-  "<tool>: <error kind>"     the agent made the gold call, but the environment refused it
-  "malformed tool call"      a gold call is missing and the agent wrote a call nobody could parse
-  "<tool>: not called"       a gold call the agent never made
-  "not said: <info>"         every call right, but the reply lacks what the user had to be told
-  "other: <component>"       anything else, by the first failed reward component
+  "malformed tool call"      the agent never called the tool, and wrote a call nobody could parse
+  "<tool>: not called"       the agent never called the tool
+  then, by the first failed reward component that was checked:
+  "not said: <info>"         what the user had to be told and was not (values with digits shown as <value>)
+  "other: <component>"       any other component; "other: checker error" when the checker itself failed
 
-Labels name tools and argument keys only, never values, so episodes of different entities count together.
+Labels name tools, argument keys and fixed words, never ids or amounts, so episodes of different entities count
+together.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from eigenloop.checkers.evaluate import action_matches
+from eigenloop.checkers.evaluate import action_matches, passed, unsaid
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains.base import Side
 from eigenloop.protocol import arguments_of, side_from_pb
@@ -30,28 +35,31 @@ MALFORMED = "malformed tool call"
 
 
 def failure_kind(task: pb.Task, trajectory: pb.Trajectory) -> str | None:
-    """The label of the first departure from `task` in `trajectory`; None when its reward is 1."""
-    if trajectory.reward.value >= 1.0:
+    """The label of the first departure from `task` in `trajectory`; None when it passed."""
+    if passed(trajectory):
         return None
     calls, malformed = _agent_calls(trajectory.messages)
     for match in task.checker.forbidden_actions:
-        if any(action_matches(match, c.call) for c in calls if c.error is None):
+        if any(action_matches(match, c.call) for c in calls):
             return f"{match.call.name}: forbidden"
     for gold in task.checker.gold_actions:
         if side_from_pb(gold.side) is not Side.USER:
             label = _departure(gold, calls, malformed)
             if label is not None:
                 return label
+    if trajectory.reward.checker_error:
+        return "other: checker error"
     for entry in trajectory.reward.breakdown:
-        if entry.in_basis and entry.value < 1.0:
+        if entry.in_basis and entry.checked and entry.value < 1.0:
             if entry.component == pb.REWARD_COMPONENT_COMMUNICATE:
-                return "not said: " + ", ".join(task.checker.communicate_info)
+                missing = unsaid(task.checker.communicate_info, trajectory.messages)
+                return "not said: " + ", ".join(_word(info) for info in missing)
             return "other: " + pb.RewardComponent.Name(entry.component).removeprefix("REWARD_COMPONENT_").lower()
-    return "other: " + (trajectory.reward.failure_reason or "no reward")
+    return "other: no reward"
 
 
-def count_failures(pairs: Iterable[tuple[pb.Task, pb.Trajectory]]) -> Counter[str]:
-    """How many scored episodes failed in each way (episodes the infrastructure dropped are not scored)."""
+def count_failures(pairs: Iterable[tuple[pb.Task, pb.Trajectory]]) -> dict[str, int]:
+    """How many episodes failed in each way, most frequent first (infrastructure-failed ones are not scored)."""
     counts: Counter[str] = Counter()
     for task, trajectory in pairs:
         if trajectory.status == pb.EPISODE_STATUS_INFRA_FAILED:
@@ -59,40 +67,39 @@ def count_failures(pairs: Iterable[tuple[pb.Task, pb.Trajectory]]) -> Counter[st
         label = failure_kind(task, trajectory)
         if label is not None:
             counts[label] += 1
-    return counts
+    return dict(counts.most_common())
 
 
 @dataclass(frozen=True)
-class _Made:
+class _CallOutcome:
     call: pb.ToolCall
     error: str | None
     """How the environment refused the call ("invalid arguments", "tool failed"); None when it ran."""
 
 
-def _agent_calls(messages: Iterable[pb.Message]) -> tuple[list[_Made], bool]:
+def _agent_calls(messages: Iterable[pb.Message]) -> tuple[list[_CallOutcome], bool]:
     """The agent's calls with their outcome, and whether it wrote a call that could not be parsed at all.
 
-    Results follow their turn's calls in order (call ids are only unique within a turn); a result with no call
-    waiting answers an unparsable one."""
-    made: list[_Made] = []
-    waiting: list[pb.ToolCall] = []
+    A result answers the call of its turn with its call id (ids are unique within a turn only); the error a turn
+    gets for an unparsable call answers no call."""
+    outcomes: list[_CallOutcome] = []
+    waiting: dict[str, pb.ToolCall] = {}
     malformed = False
     for message in messages:
         if message.role != pb.ROLE_TOOL:
-            waiting = list(message.tool_calls)
+            waiting = {c.id: c for c in message.tool_calls}
             continue
-        if not waiting:
-            malformed = True
-            continue
-        call, result = waiting.pop(0), message.tool_result
-        if side_from_pb(call.side) is Side.USER:
-            continue
-        kind = pb.ToolErrorKind.Name(result.error_kind).removeprefix("TOOL_ERROR_KIND_").lower().replace("_", " ")
-        made.append(_Made(call, kind if result.error else None))
-    return made, malformed
+        result = message.tool_result
+        call = waiting.pop(result.call_id, None)
+        if call is None:
+            malformed = malformed or result.error_kind == pb.TOOL_ERROR_KIND_INVALID_JSON
+        elif side_from_pb(call.side) is not Side.USER:
+            kind = pb.ToolErrorKind.Name(result.error_kind).removeprefix("TOOL_ERROR_KIND_")
+            outcomes.append(_CallOutcome(call, kind.lower().replace("_", " ") if result.error else None))
+    return outcomes, malformed
 
 
-def _departure(gold: pb.ToolCall, calls: list[_Made], malformed: bool) -> str | None:
+def _departure(gold: pb.ToolCall, calls: list[_CallOutcome], malformed: bool) -> str | None:
     """None when the agent made `gold` (same name and arguments) and it ran; else how it departed."""
     want = arguments_of(gold)
     same_name = [c for c in calls if c.call.name == gold.name]
@@ -105,3 +112,7 @@ def _departure(gold: pb.ToolCall, calls: list[_Made], malformed: bool) -> str | 
         got = arguments_of(same_name[-1].call)
         return f"{gold.name}: wrong {next(k for k, v in want.items() if got.get(k) != v)}"
     return MALFORMED if malformed else f"{gold.name}: not called"
+
+
+def _word(info: str) -> str:
+    return "<value>" if any(ch.isdigit() for ch in info) else info

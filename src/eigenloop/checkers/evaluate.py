@@ -24,6 +24,13 @@ from eigenloop.domains.base import Domain, DomainState, ToolKind
 from eigenloop.protocol import arguments_of, side_from_pb
 
 MAX_DIFF_LINES = 20
+# A reward is a product of components in [0, 1]: 1 up to float rounding is a success.
+SUCCESS = 1.0 - 1e-6
+
+
+def passed(trajectory: pb.Trajectory) -> bool:
+    """Whether the episode earned the full reward (tau2's success)."""
+    return trajectory.reward.value >= SUCCESS
 
 
 @dataclass(frozen=True)
@@ -153,9 +160,14 @@ def _actions(checker: pb.Checker, calls: Sequence[pb.ToolCall]) -> Component:
     return Component(pb.REWARD_COMPONENT_ACTION, 0.0, "; ".join(parts))
 
 
-def _communicate(required: Sequence[str], messages: Sequence[pb.Message]) -> Component:
+def unsaid(required: Sequence[str], messages: Sequence[pb.Message]) -> list[str]:
+    """The required strings no assistant text contains (case-insensitive, commas removed)."""
     said = [m.content.lower().replace(",", "") for m in messages if m.role == pb.ROLE_ASSISTANT and m.content]
-    missing = [info for info in required if not any(info.lower() in text for text in said)]
+    return [info for info in required if not any(info.lower() in text for text in said)]
+
+
+def _communicate(required: Sequence[str], messages: Sequence[pb.Message]) -> Component:
+    missing = unsaid(required, messages)
     if missing:
         return Component(pb.REWARD_COMPONENT_COMMUNICATE, 0.0, f"never told the user: {', '.join(missing)}")
     return Component(pb.REWARD_COMPONENT_COMMUNICATE, 1.0, "required information communicated")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eigenloop.checkers.diagnose import count_failures
+from eigenloop.checkers.evaluate import passed
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.data import write_jsonl
 from eigenloop.quickstart.config import QuickstartConfig
@@ -46,10 +47,6 @@ class EvalResult:
             values[key] = round(100 * values[key], 2)
         values["by_goal"] = {g: round(100 * v, 2) for g, v in self.by_goal.items()}
         return values
-
-
-def passed(trajectory: pb.Trajectory) -> bool:
-    return trajectory.reward.value >= 1.0
 
 
 _GOAL = re.compile(r"^(\w+)(?: \((\w+))?")
@@ -98,7 +95,7 @@ def summarize(
 
 
 def _failures(groups: Sequence[tuple[pb.Task, list[pb.Trajectory]]]) -> dict[str, int]:
-    return dict(count_failures((task, t) for task, trajectories in groups for t in trajectories).most_common())
+    return count_failures((task, t) for task, trajectories in groups for t in trajectories)
 
 
 def play(

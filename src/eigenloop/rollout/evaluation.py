@@ -16,10 +16,9 @@ from math import comb
 from pydantic import BaseModel
 
 from eigenloop.checkers.diagnose import count_failures
+from eigenloop.checkers.evaluate import passed
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.rollout.manager import Group
-
-SUCCESS = 1.0 - 1e-6
 
 
 class DomainScore(BaseModel):
@@ -58,7 +57,7 @@ def _score(domain: str, groups: list[Group], k: int) -> DomainScore:
             format_errors += t.format_errors
         scored = group.scored
         rewards.extend(t.reward.value for t in scored)
-        successes = sum(t.reward.value >= SUCCESS for t in scored)
+        successes = sum(map(passed, scored))
         if scored:
             pass1.append(successes / len(scored))
         if len(scored) >= k:
@@ -78,7 +77,7 @@ def _score(domain: str, groups: list[Group], k: int) -> DomainScore:
         simulator_invalid=statuses[pb.EPISODE_STATUS_SIMULATOR_INVALID],
         short_tasks=short,
         format_errors=format_errors,
-        failures=dict(count_failures((g.task, t) for g in groups for t in g.scored).most_common()),
+        failures=count_failures((g.task, t) for g in groups for t in g.scored),
     )
 
 
