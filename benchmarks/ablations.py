@@ -114,9 +114,18 @@ def base_rows(base: Path) -> dict[str, dict[str, Any]]:
     }
 
 
+def _sft_scores(config: QuickstartConfig, base: Path, out: Path) -> dict[str, Any]:
+    """The SFT model in `out` on the base run's held-out tasks with the base run's user model (the same yardstick
+    for every SFT row)."""
+    results = evaluate_models(
+        config, {"sft": Paths(out).sft_model}, out / "eval_sft", _log, heldout=Paths(base).heldout_tasks,
+        user_model=Paths(base).user_model,
+    )  # fmt: skip
+    return {m: results["sft"][m] for m in METRICS}
+
+
 def data_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, Any]:
-    """Synthesize with `config`, fine-tune on what it accepted and evaluate that SFT model on the base run's
-    held-out tasks with the base run's user model (the same yardstick for every data variant)."""
+    """Synthesize with `config`, fine-tune on what it accepted and score that SFT model (`_sft_scores`)."""
     _run_through(config, out, "synth")
     stats = data_stats(out)
     if not stats["accepted"]:
@@ -125,11 +134,7 @@ def data_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str, Any]:
     if not Paths(out).heldout_tasks.exists():
         shutil.copy(Paths(base).heldout_tasks, Paths(out).heldout_tasks)
     _run_through(config, out, "sft")
-    results = evaluate_models(
-        config, {"sft": Paths(out).sft_model}, out / "eval_sft", _log, heldout=Paths(base).heldout_tasks,
-        user_model=Paths(base).user_model,
-    )  # fmt: skip
-    return {**stats, **{m: results["sft"][m] for m in METRICS}}
+    return {**stats, **_sft_scores(config, base, out)}
 
 
 def _start_from(base: Path, out: Path, last: str) -> None:
@@ -168,11 +173,7 @@ def longer_sft_row(config: QuickstartConfig, base: Path, out: Path) -> dict[str,
     evaluation of that SFT model like every other row."""
     _start_from(base, out, "model")
     _run_through(config, out, "sft")
-    results = evaluate_models(
-        config, {"sft": Paths(out).sft_model}, out / "eval_sft", _log, heldout=Paths(base).heldout_tasks,
-        user_model=Paths(base).user_model,
-    )  # fmt: skip
-    return {"sft_steps": config.sft.steps, **{m: results["sft"][m] for m in METRICS}}
+    return {"sft_steps": config.sft.steps, **_sft_scores(config, base, out)}
 
 
 def _mean_rows(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:

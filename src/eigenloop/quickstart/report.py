@@ -94,7 +94,8 @@ def _by_goal(results: dict[str, Any]) -> str:
 
 
 def _failures(results: dict[str, Any]) -> str:
-    """Failed held-out episodes by how they failed, SFT and GRPO side by side (runs before it recorded none: -)."""
+    """Failed held-out episodes by how they failed, SFT and GRPO side by side; a run evaluated before the breakdown
+    existed says it has none."""
     columns = [(model, mode) for mode in ("greedy", "sampled") for model in ("sft", "grpo")]
     counts = {c: results[c[0]].get(f"{c[1]}_failures") for c in columns}
     if any(v is None for v in counts.values()):
