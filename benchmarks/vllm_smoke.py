@@ -13,7 +13,11 @@ and exits 2. Steps:
 4. logprobs: the baselines' per-token logprobs against transformers' log_softmax over the same sequences (fp32);
 5. weight updates: version 1 = the checkpoint's own weights (greedy must not change), version 2 = perturbed weights
    (greedy must change: the weights really are loaded), version 3 = the checkpoint again (greedy back to baseline);
-   each version must be reported by info() and by the generations after it.
+   each version must be reported by info() and by the generations after it;
+6. the inference service: the server process with `--backend vllm` (the engine above closed first), reached as the
+   rollout manager reaches it (RemotePolicy: keys of one GenerateMany stream): its greedy completions must be the
+   engine's, before and after an UpdateWeights streamed in chunks as the trainer sends them; GetModelInfo, the
+   OpenAI /v1/models route, and a clean exit on SIGTERM.
 
 Writes benchmarks/results/vllm_smoke.json; exits 1 when a check fails.
 
@@ -23,9 +27,13 @@ Writes benchmarks/results/vllm_smoke.json; exits 1 when a check fails.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -106,6 +114,71 @@ def tokens_per_s(engine: Any, prompts: list[list[int]], max_new_tokens: int, con
     return tokens / (time.perf_counter() - started), tokens
 
 
+def service_checks(
+    model_dir: Path,
+    args: argparse.Namespace,
+    prompts: list[list[int]],
+    expected: dict[int, list[list[int]]],
+    perturbed: bytes,
+    check: Any,
+) -> float:
+    """Step 6 against a server process; `expected` holds the engine's greedy tokens of the checkpoint's weights (0)
+    and of `perturbed` (1). Returns the server's start-up time in seconds."""
+    import grpc
+
+    from eigenloop.contracts.v1 import inference_pb2 as ipb
+    from eigenloop.contracts.v1 import inference_pb2_grpc
+    from eigenloop.launcher import free_port, health
+    from eigenloop.rollout.policy import RemotePolicy
+    from eigenloop.training.sync import weight_chunks
+
+    port, http_port = free_port(), free_port()
+    command = [sys.executable, "-m", "eigenloop_inference.server", "--model", str(model_dir), "--backend", "vllm"]
+    command += ["--dtype", args.dtype, "--gpu-memory-utilization", str(args.server_gpu_memory_utilization)]
+    command += ["--port", str(port), "--http-port", str(http_port), "--log-json", "false"]
+    address = f"127.0.0.1:{port}"
+    log_path = Path(tempfile.mkdtemp(prefix="vllm-smoke-server-")) / "server.log"
+    started = time.perf_counter()
+    with log_path.open("w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        while health(address) != "SERVING":
+            if server.poll() is not None or time.perf_counter() - started > 600:
+                print(log_path.read_text()[-4000:], file=sys.stderr)
+                check(False, "the vllm inference server started")
+                return time.perf_counter() - started
+            time.sleep(1)
+        startup_s = time.perf_counter() - started
+        check(True, "the vllm inference server started")
+        policy = RemotePolicy(address)
+        try:
+            check(policy.info.backend == "vllm", "GetModelInfo: backend vllm")
+            sampling = pb.SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens)
+            for version, tokens in sorted(expected.items()):
+                if version:
+                    with grpc.insecure_channel(address) as channel:
+                        stub = inference_pb2_grpc.InferenceStub(channel)
+                        reply = stub.UpdateWeights(weight_chunks(perturbed, version, 1 << 20), timeout=120)
+                    check(reply.policy_version.version == version, f"UpdateWeights streamed: version {version}")
+                # One at a time, as the engine's were: vLLM's batched kernels may round differently.
+                samples = [policy.generate(p, sampling, timeout_s=120) for p in prompts]
+                check([s.token_ids for s in samples] == tokens, f"service greedy = engine greedy, version {version}")
+                check(all(s.policy_version == version for s in samples), f"service reports version {version}")
+            with grpc.insecure_channel(address) as channel:
+                info = inference_pb2_grpc.InferenceStub(channel).GetModelInfo(ipb.GetModelInfoRequest(), timeout=30)
+            check(info.policy_version.version == max(expected), "GetModelInfo reports the last version")
+        finally:
+            policy.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/models", timeout=30) as response:
+            check(response.status == 200 and model_dir.name in response.read().decode(), "OpenAI /v1/models")
+        server.send_signal(signal.SIGTERM)
+        check(server.wait(timeout=120) == 0, "the server exits 0 on SIGTERM")
+        return startup_s
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
 def transformers_logprobs(model_dir: Path, prompts: list[list[int]], generations: list[Any]) -> float:
     """Largest |vLLM logprob - transformers logprob| over every baseline token (transformers in fp32 on the GPU)."""
     import torch
@@ -130,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="bfloat16", choices=["auto", "float16", "bfloat16", "float32"])
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
+    parser.add_argument(
+        "--server-gpu-memory-utilization",
+        type=float,
+        default=0.3,
+        help="the server's share; the closed engine's vLLM keeps its memory until this process exits",
+    )
     parser.add_argument("--logprob-tolerance", type=float, default=0.1, help="vs transformers in fp32")
     args = parser.parse_args(argv)
 
@@ -177,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         check(logprob_diff <= args.logprob_tolerance, f"logprobs match transformers within {args.logprob_tolerance}")
 
         same, perturbed = checkpoint_blob(model_dir), checkpoint_blob(model_dir, noise=0.05)
+        expected = {0: [g.token_ids for g in baseline]}
         update_s = []
         for version, blob, expect_baseline in ((1, same, True), (2, perturbed, False), (3, same, True)):
             started = time.perf_counter()
@@ -188,8 +268,11 @@ def main(argv: list[str] | None = None) -> int:
             unchanged = [a.token_ids for a in after] == [b.token_ids for b in baseline]
             what = "greedy unchanged" if expect_baseline else "greedy changed"
             check(unchanged == expect_baseline, f"version {version}: {what}")
+            if not expect_baseline:
+                expected[1] = [g.token_ids for g in after]
     finally:
         engine.close()
+    server_startup_s = service_checks(model_dir, args, prompts, expected, perturbed, check)
 
     write_result(
         "vllm_smoke",
@@ -198,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             "vllm_version": vllm.__version__,
             "dtype": args.dtype,
             "startup_s": round(startup_s, 1),
+            "server_startup_s": round(server_startup_s, 1),
             "requests": args.requests,
             "max_new_tokens": args.max_new_tokens,
             "tokens_per_s_concurrent": round(concurrent, 1),

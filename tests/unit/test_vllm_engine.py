@@ -10,8 +10,8 @@ Checked: the SamplingParams mapping (top_p/top_k "off" values, EOS and stop ids,
 sampled token only, final-only outputs, max_new_tokens 0 = the rest of the context), logprob extraction, finish
 reasons, the version each request reports, concurrent submits batched together, update_weights (checked against the
 checkpoint's headers, loaded on every worker, prefix cache reset, drained first: no request runs across a swap, new
-ones wait), failures (a failed step, a failed load closes the engine, close), vllm missing, and the server's backend
-choice.
+ones wait), failures (a failed step, a failed load closes the engine, close), vllm missing, the start method of vLLM's
+engine process, and the server's backend choice.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import enum
 import importlib
 import importlib.machinery
 import json
+import os
 import sys
 import threading
 import time
@@ -150,6 +151,7 @@ class FakeLLM:
 
     def __init__(self, model: str, **kwargs: Any) -> None:
         self.model, self.kwargs = model, kwargs
+        self.start_method = os.environ.get("VLLM_WORKER_MULTIPROC_METHOD")  # how vLLM would start its engine process
         self.llm_engine = FakeLLMEngine(self, kwargs.get("max_model_len"))
         self.weights = load_file(str(Path(model) / "model.safetensors"))
         self.workers = [FakeWorker(FakeModel(self.weights)) for _ in range(kwargs["tensor_parallel_size"])]
@@ -190,6 +192,9 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeLLM]]:
     inputs.TokensPrompt = tokens_prompt  # type: ignore[attr-defined]
     for name, module in (("vllm", vllm), ("vllm.sampling_params", sampling_params), ("vllm.inputs", inputs)):
         monkeypatch.setitem(sys.modules, name, module)
+    # The engine sets this in the process environment; monkeypatch puts back what was there before.
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "")
+    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD")
     FakeLLM.made.clear()
     yield FakeLLM
 
@@ -277,6 +282,21 @@ def test_engine_args_are_passed_on_but_not_over_ours(fake_vllm: type[FakeLLM], m
         built.close()
     with pytest.raises(ValueError, match=r"may not set logprobs_mode .*untempered.*; model"):
         VLLMEngine(model_dir, engine_args={"model": "other", "logprobs_mode": "processed_logprobs"})
+
+
+@pytest.mark.parametrize(("set_before", "start_method"), [(None, "spawn"), ("fork", "fork")])
+def test_vllm_spawns_its_engine_process_unless_told_otherwise(
+    fake_vllm: type[FakeLLM],
+    model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    set_before: str | None,
+    start_method: str,
+) -> None:
+    # Forked, the engine process cannot use CUDA once the parent asked torch about it (found on an H100, vLLM 0.24).
+    if set_before is not None:
+        monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", set_before)
+    VLLMEngine(model_dir).close()
+    assert FakeLLM.made[-1].start_method == start_method
 
 
 def test_vllm_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch, model_dir: Path) -> None:

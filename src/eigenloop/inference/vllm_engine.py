@@ -219,6 +219,9 @@ class VLLMEngine(ServedModel):
             raise BackendError(f"weights_dir {self.weights_dir} is not a directory")
         self.max_queue = max_queue
         self._sampling_params = vllm.SamplingParams
+        # vLLM forks its engine process unless told otherwise, and it only sees CUDA as in use once torch has made a
+        # context. A parent that merely asked `torch.cuda.is_available()` leaves a forked child that cannot use CUDA.
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         self._llm = vllm.LLM(
             model=str(model_dir),
             dtype=dtype,
