@@ -13,7 +13,8 @@ and exits 2. Steps:
 4. logprobs: the baselines' per-token logprobs against transformers' log_softmax over the same sequences (fp32);
 5. weight updates: version 1 = the checkpoint's own weights (greedy must not change), version 2 = perturbed weights
    (greedy must change: the weights really are loaded), version 3 = the checkpoint again (greedy back to baseline);
-   each version must be reported by info() and by the generations after it;
+   each version must be reported by info() and by the generations after it; closing the engine must give its GPU
+   memory back;
 6. the inference service: the server process with `--backend vllm` (the engine above closed first), reached as the
    rollout manager reaches it (RemotePolicy: keys of one GenerateMany stream): its greedy completions must be the
    engine's, before and after an UpdateWeights streamed in chunks as the trainer sends them; GetModelInfo, the
@@ -114,6 +115,19 @@ def tokens_per_s(engine: Any, prompts: list[list[int]], max_new_tokens: int, con
     return tokens / (time.perf_counter() - started), tokens
 
 
+def gpu_memory_back(free_before: int, slack: int = 2 << 30, timeout_s: float = 60) -> bool:
+    """Whether the GPU's free memory returns to within `slack` of `free_before` (this process keeps its own CUDA
+    context and cached blocks) while vLLM's engine process exits."""
+    import torch
+
+    deadline = time.monotonic() + timeout_s
+    while torch.cuda.mem_get_info()[0] < free_before - slack:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
 def service_checks(
     model_dir: Path,
     args: argparse.Namespace,
@@ -134,7 +148,7 @@ def service_checks(
 
     port, http_port = free_port(), free_port()
     command = [sys.executable, "-m", "eigenloop_inference.server", "--model", str(model_dir), "--backend", "vllm"]
-    command += ["--dtype", args.dtype, "--gpu-memory-utilization", str(args.server_gpu_memory_utilization)]
+    command += ["--dtype", args.dtype, "--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     command += ["--port", str(port), "--http-port", str(http_port), "--log-json", "false"]
     address = f"127.0.0.1:{port}"
     log_path = Path(tempfile.mkdtemp(prefix="vllm-smoke-server-")) / "server.log"
@@ -203,12 +217,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="bfloat16", choices=["auto", "float16", "bfloat16", "float32"])
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
-    parser.add_argument(
-        "--server-gpu-memory-utilization",
-        type=float,
-        default=0.3,
-        help="the server's share; the closed engine's vLLM keeps its memory until this process exits",
-    )
     parser.add_argument("--logprob-tolerance", type=float, default=0.1, help="vs transformers in fp32")
     args = parser.parse_args(argv)
 
@@ -235,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             failures.append(what)
 
+    free_before = torch.cuda.mem_get_info()[0]
     started = time.perf_counter()
     engine = VLLMEngine(model_dir, dtype=args.dtype, gpu_memory_utilization=args.gpu_memory_utilization)
     startup_s = time.perf_counter() - started
@@ -272,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 expected[1] = [g.token_ids for g in after]
     finally:
         engine.close()
+    check(gpu_memory_back(free_before), "closing the engine gives its GPU memory back")
     server_startup_s = service_checks(model_dir, args, prompts, expected, perturbed, check)
 
     write_result(

@@ -10,8 +10,8 @@ Checked: the SamplingParams mapping (top_p/top_k "off" values, EOS and stop ids,
 sampled token only, final-only outputs, max_new_tokens 0 = the rest of the context), logprob extraction, finish
 reasons, the version each request reports, concurrent submits batched together, update_weights (checked against the
 checkpoint's headers, loaded on every worker, prefix cache reset, drained first: no request runs across a swap, new
-ones wait), failures (a failed step, a failed load closes the engine, close), vllm missing, the start method of vLLM's
-engine process, and the server's backend choice.
+ones wait), failures (a failed step, a failed load closes the engine, close, which also shuts vLLM's engine process
+down), vllm missing, the start method of vLLM's engine process, and the server's backend choice.
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ class FakeLLMEngine:
         self.fail_next_step: Exception | None = None
         self.finish_override: str | None = None
         self.max_running = 0
+        self.engine_core = types.SimpleNamespace(shutdowns=0)
+        self.engine_core.shutdown = lambda: setattr(self.engine_core, "shutdowns", self.engine_core.shutdowns + 1)
 
     def add_request(self, request_id: str, prompt: dict[str, Any], params: SamplingParams) -> None:
         assert set(prompt) == {"prompt_token_ids"}
@@ -415,6 +417,22 @@ def test_close_fails_waiting_and_running_requests(engine: VLLMEngine) -> None:
     with pytest.raises(EngineClosedError):
         running.result(timeout=5)
     assert llm.aborted == [next(iter(e[1] for e in llm.timeline if e[0] == "add"))]
+    with pytest.raises(EngineClosedError):
+        engine.submit(PROMPT, params())
+    assert llm.llm_engine.engine_core.shutdowns == 1  # vLLM's engine process gives its GPU memory back
+    engine.close()
+    assert llm.llm_engine.engine_core.shutdowns == 1  # once
+
+
+def test_a_failing_vllm_shutdown_is_logged_and_close_returns(
+    engine: VLLMEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse() -> None:
+        raise RuntimeError("engine process already gone")
+
+    fake(engine).llm_engine.engine_core.shutdown = refuse
+    engine.close()
+    assert "vllm engine shutdown failed" in caplog.text
     with pytest.raises(EngineClosedError):
         engine.submit(PROMPT, params())
 

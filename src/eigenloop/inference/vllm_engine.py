@@ -233,6 +233,8 @@ class VLLMEngine(ServedModel):
             **extra,
         )
         self._engine = self._llm.llm_engine
+        # The client of vLLM's engine process, which holds the GPU memory; None once close() has shut it down.
+        self._core: Any = self._engine.engine_core
         model_config = self._engine.model_config
         self.vocab_size = int(model_config.get_vocab_size())
         self.max_model_len = int(model_config.max_model_len)
@@ -343,9 +345,17 @@ class VLLMEngine(ServedModel):
             return version
 
     def close(self) -> None:
-        """Stop the scheduler: waiting and running requests, and a pending update, fail with EngineClosedError."""
+        """Stop the scheduler: waiting and running requests, and a pending update, fail with EngineClosedError. Then
+        shut vLLM's engine process down, which gives its GPU memory back (otherwise held until this process exits)."""
         self._shut("the engine is closed")
         self._scheduler.join(timeout=30)
+        with self._cond:
+            core, self._core = self._core, None
+        if core is not None:
+            try:
+                core.shutdown()
+            except Exception:
+                log.exception("vllm engine shutdown failed")
 
     # -- weights ---------------------------------------------------------------------------------------------
 
