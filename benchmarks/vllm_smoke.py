@@ -142,7 +142,7 @@ def service_checks(
 
     from eigenloop.contracts.v1 import inference_pb2 as ipb
     from eigenloop.contracts.v1 import inference_pb2_grpc
-    from eigenloop.launcher import free_port, health
+    from eigenloop.launcher import LauncherError, Replica, free_port, wait_serving
     from eigenloop.rollout.policy import RemotePolicy
     from eigenloop.training.sync import weight_chunks
 
@@ -150,38 +150,37 @@ def service_checks(
     command = [sys.executable, "-m", "eigenloop_inference.server", "--model", str(model_dir), "--backend", "vllm"]
     command += ["--dtype", args.dtype, "--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     command += ["--port", str(port), "--http-port", str(http_port), "--log-json", "false"]
-    address = f"127.0.0.1:{port}"
     log_path = Path(tempfile.mkdtemp(prefix="vllm-smoke-server-")) / "server.log"
     started = time.perf_counter()
     with log_path.open("w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    replica = Replica("inference", 0, server.pid, port, 0, str(log_path))
     try:
-        while health(address) != "SERVING":
-            if server.poll() is not None or time.perf_counter() - started > 600:
-                print(log_path.read_text()[-4000:], file=sys.stderr)
-                check(False, "the vllm inference server started")
-                return time.perf_counter() - started
-            time.sleep(1)
+        try:
+            wait_serving([replica], timeout_s=600)
+        except LauncherError as err:
+            print(err, file=sys.stderr)
+            check(False, "the vllm inference server started")
+            return time.perf_counter() - started
         startup_s = time.perf_counter() - started
         check(True, "the vllm inference server started")
-        policy = RemotePolicy(address)
+        policy, channel = RemotePolicy(replica.address), grpc.insecure_channel(replica.address)
         try:
+            stub = inference_pb2_grpc.InferenceStub(channel)
             check(policy.info.backend == "vllm", "GetModelInfo: backend vllm")
             sampling = pb.SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens)
             for version, tokens in sorted(expected.items()):
                 if version:
-                    with grpc.insecure_channel(address) as channel:
-                        stub = inference_pb2_grpc.InferenceStub(channel)
-                        reply = stub.UpdateWeights(weight_chunks(perturbed, version, 1 << 20), timeout=120)
+                    reply = stub.UpdateWeights(weight_chunks(perturbed, version, 1 << 20), timeout=120)
                     check(reply.policy_version.version == version, f"UpdateWeights streamed: version {version}")
                 # One at a time, as the engine's were: vLLM's batched kernels may round differently.
                 samples = [policy.generate(p, sampling, timeout_s=120) for p in prompts]
                 check([s.token_ids for s in samples] == tokens, f"service greedy = engine greedy, version {version}")
                 check(all(s.policy_version == version for s in samples), f"service reports version {version}")
-            with grpc.insecure_channel(address) as channel:
-                info = inference_pb2_grpc.InferenceStub(channel).GetModelInfo(ipb.GetModelInfoRequest(), timeout=30)
+            info = stub.GetModelInfo(ipb.GetModelInfoRequest(), timeout=30)
             check(info.policy_version.version == max(expected), "GetModelInfo reports the last version")
         finally:
+            channel.close()
             policy.close()
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/models", timeout=30) as response:
             check(response.status == 200 and model_dir.name in response.read().decode(), "OpenAI /v1/models")
