@@ -15,7 +15,7 @@ from eigenloop.data import read_jsonl, write_jsonl
 from eigenloop.models import build_model, train_tokenizer
 from eigenloop.training.config import AdvantageConfig, FilterConfig, GRPOConfig, LossConfig, RewardConfig, parse_config
 from eigenloop.training.data import layout
-from eigenloop.training.grpo import advantages, filter_groups, grpo_loss, policy_batch, run_grpo
+from eigenloop.training.grpo import advantages, draw_groups, filter_groups, grpo_loss, policy_batch, run_grpo
 from eigenloop.training.metrics import read_metrics
 from eigenloop.training.rollouts import FileSource
 from tests.support import TEST_DEVICE
@@ -65,6 +65,40 @@ def test_filters_count_by_reason(tok: Any) -> None:
     off = FilterConfig(zero_variance=False, infra_failed=False, simulator_invalid=False, max_staleness=None)
     kept, dropped = filter_groups(groups, off, policy_version=3, max_length=4096)
     assert len(kept) == 4 and not dropped
+
+
+def _refill_config(tmp_path: Path, *, refill: bool, factor: int = 4) -> GRPOConfig:
+    return parse_config(
+        GRPOConfig,
+        {
+            "run_dir": str(tmp_path),
+            "model": {"path": str(tmp_path / "unused-model")},
+            "rollouts": {"source": "file", "path": str(tmp_path / "unused.jsonl"), "tasks_per_step": 2},
+            "filter": {"refill": refill, "max_draw_factor": factor, "max_staleness": None},
+        },
+    )
+
+
+def test_refill_draws_until_the_batch_holds_groups_with_signal(tmp_path: Path, tok: Any) -> None:
+    flat, mixed = [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]
+    pattern = [flat, mixed, flat, flat, mixed, flat]
+    source = FileSource([t for i, r in enumerate(pattern) for t in _group(tok, r, name=f"g{i}")])
+
+    # Off: the step trains on whatever survives its two groups (here one).
+    assert [g[0].group_id for g in draw_groups(source, _refill_config(tmp_path, refill=False), 0)] == ["g0", "g1"]
+    # On: g2 and g3 carry no signal, g4 does; only the missing group is asked for each time, so the step ends
+    # with exactly two survivors.
+    source.position = 0
+    drawn = draw_groups(source, _refill_config(tmp_path, refill=True), 0)
+    assert [g[0].group_id for g in drawn] == ["g0", "g1", "g2", "g3", "g4"]
+    kept, dropped = filter_groups(drawn, FilterConfig(max_staleness=None), policy_version=0, max_length=4096)
+    assert [g[0].group_id for g in kept] == ["g1", "g4"] and dropped == {"zero_variance": 3}
+
+
+def test_refill_stops_at_its_draw_limit_when_nothing_has_signal(tmp_path: Path, tok: Any) -> None:
+    source = FileSource(_group(tok, [1.0, 1.0], name="flat"))
+    drawn = draw_groups(source, _refill_config(tmp_path, refill=True, factor=3), 0)
+    assert len(drawn) == 6 and source.position == 6  # 2 tasks per step x 3, then it trains on nothing
 
 
 def test_advantages_are_group_relative_and_batch_normalised(tok: Any) -> None:

@@ -55,6 +55,10 @@ class GRPOSection(_Section):
     group_size: int = Field(default=8, ge=2)
     lr: float = Field(default=1.5e-4, gt=0)
     zero_variance_filter: bool = True
+    refill: bool = Field(
+        default=False,
+        description="draw more groups until tasks_per_step of them carry signal (DAPO's dynamic sampling)",
+    )
     task_sampling: TaskSampling = Field(
         default="uniform", description="uniform, or pass_rate: families whose groups still differ drawn more often"
     )

@@ -186,7 +186,9 @@ def write_quickstart_report(config: QuickstartConfig, out: Path) -> tuple[Path, 
             f"Agent SFT: {config.sft.steps} steps; user-model SFT: {config.user_sft.steps} steps; GRPO: "
             f"{config.grpo.steps} steps of {config.grpo.tasks_per_step} tasks x G={config.grpo.group_size} at "
             f"temperature 1, lr {config.grpo.lr:g}, dynamic filtering "
-            f"{'on' if config.grpo.zero_variance_filter else 'off'}, SFT blend weight {config.grpo.sft_weight:g}; "
+            f"{'on' if config.grpo.zero_variance_filter else 'off'}"
+            f"{' (refilled to a full batch)' if config.grpo.refill else ''}, "
+            f"SFT blend weight {config.grpo.sft_weight:g}; "
             f"{grpo_summary['episodes']} GRPO episodes ({grpo_summary['simulator_invalid']} with an invalid "
             f"simulated user turn, {grpo_summary['infra_dropped']} dropped by infrastructure, "
             f"{grpo_summary['format_errors']} malformed tool calls).",

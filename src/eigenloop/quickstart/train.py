@@ -151,7 +151,7 @@ def train_grpo(
         model=ModelConfig(path=str(sft_model)),
         data=DataConfig(tasks=[tasks], eval_fraction=0.0, max_length=MAX_LENGTH, **agent_prompt(config)),
         optim=OptimConfig(lr=g.lr, warmup_fraction=0.0, min_lr_fraction=1.0),
-        filter=FilterConfig(zero_variance=g.zero_variance_filter),
+        filter=FilterConfig(zero_variance=g.zero_variance_filter, refill=g.refill),
         loss=LossConfig(sft_weight=g.sft_weight),
         rollouts=TrainRollouts(tasks_per_step=g.tasks_per_step, group_size=g.group_size, task_sampling=g.task_sampling),
         sync=SyncConfig(inference=[addresses["inference"]]),

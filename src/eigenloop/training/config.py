@@ -122,6 +122,14 @@ class FilterConfig(Section):
     max_staleness: int | None = Field(
         default=4, ge=0, description="drop samples generated more than this many policy versions ago; unset: keep all"
     )
+    refill: bool = Field(
+        default=False,
+        description="draw more groups until rollouts.tasks_per_step of them survive the filters (DAPO's dynamic "
+        "sampling); off: train on the survivors of tasks_per_step groups, however few",
+    )
+    max_draw_factor: int = Field(
+        default=4, ge=1, description="with refill, at most this many times tasks_per_step groups drawn per step"
+    )
 
 
 class LossConfig(Section):

@@ -68,6 +68,21 @@ def filter_groups(
     return kept, dropped
 
 
+def draw_groups(source: RolloutSource, config: GRPOConfig, policy_version: int) -> list[Group]:
+    """A step's groups: `rollouts.tasks_per_step` of them, and with `filter.refill` more, until that many survive
+    `filter_groups` or `filter.max_draw_factor` times as many were drawn. Each draw asks only for what is missing,
+    so no more than `tasks_per_step` groups survive."""
+    wanted = config.rollouts.tasks_per_step
+    groups = source.groups(wanted, policy_version)
+    limit = wanted * config.filter.max_draw_factor if config.filter.refill else wanted
+    while True:
+        kept, _ = filter_groups(groups, config.filter, policy_version=policy_version, max_length=config.data.max_length)
+        missing = min(wanted - len(kept), limit - len(groups))
+        if missing <= 0:
+            return groups
+        groups += source.groups(missing, policy_version)
+
+
 def _episode_reason(trajectory: pb.Trajectory, config: FilterConfig, version: int, max_length: int) -> str | None:
     status = trajectory.status
     if status == pb.EPISODE_STATUS_INFRA_FAILED and config.infra_failed:
@@ -255,7 +270,7 @@ def run_grpo(
             started = time.perf_counter()
             version = run.state.policy_version
             with timer("rollout_wait"):
-                mine = source.groups(config.rollouts.tasks_per_step, version) if source is not None else []
+                mine = draw_groups(source, config, version) if source is not None else []
                 groups = _share(run, mine)
             kept, dropped = filter_groups(
                 groups, config.filter, policy_version=version, max_length=config.data.max_length
@@ -318,6 +333,7 @@ def _step_metrics(
         "reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
         "pass_rate": sum(r >= 1.0 for r in rewards) / len(rewards) if rewards else math.nan,
         "episodes": float(sum(len(g) for g in groups)),
+        "groups_drawn": float(len(groups)),
         "episodes_trained": float(len(trained)),
         "groups_trained": float(len(kept)),
         "policy_version": float(version),
