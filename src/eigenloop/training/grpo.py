@@ -74,13 +74,15 @@ def draw_groups(source: RolloutSource, config: GRPOConfig, policy_version: int) 
     so no more than `tasks_per_step` groups survive."""
     wanted = config.rollouts.tasks_per_step
     groups = source.groups(wanted, policy_version)
-    limit = wanted * config.filter.max_draw_factor if config.filter.refill else wanted
-    while True:
+    if not config.filter.refill:
+        return groups
+    limit = wanted * config.filter.max_draw_factor
+    while len(groups) < limit:
         kept, _ = filter_groups(groups, config.filter, policy_version=policy_version, max_length=config.data.max_length)
-        missing = min(wanted - len(kept), limit - len(groups))
-        if missing <= 0:
-            return groups
-        groups += source.groups(missing, policy_version)
+        if len(kept) == wanted:
+            break
+        groups += source.groups(min(wanted - len(kept), limit - len(groups)), policy_version)
+    return groups
 
 
 def _episode_reason(trajectory: pb.Trajectory, config: FilterConfig, version: int, max_length: int) -> str | None:
