@@ -112,3 +112,12 @@ def test_export_trajectories_in_tau2_layout(tmp_path: Path) -> None:
     answered = {m["id"]: m["requestor"] for m in simulation["messages"] if m["role"] == "tool"}
     assert all(answered[c["id"]] == "user" for c in user_calls)
     assert run("domains", "export-tau2", "--out", str(tmp_path))[0] == 1
+
+
+def test_an_error_line_keeps_a_long_path_whole_and_its_brackets(tmp_path: Path) -> None:
+    """Rich wraps output at the terminal's width (80 columns in a pipe) and reads `[...]` as markup: an error naming
+    a long path came out broken over two lines, and `eigenloop[local]` lost its `[local]`."""
+    missing = tmp_path / ("a-long-folder-name-" * 4) / "tasks[v2].jsonl"
+    result = CliRunner().invoke(app, ["domains", "export-tau2", "--tasks", str(missing), "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"error: {missing}: no such file\n" in result.output

@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from eigenloop.checkers.mutate import MutationReport, overall_score, score_task
+from eigenloop.cli.errors import fail
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains import UnknownDomainError, load_domain, sample_tasks
 from eigenloop.domains.base import Domain
 
 checkers_app = typer.Typer(help="Measure checker quality.", no_args_is_help=True)
 console = Console()
-errors = Console(stderr=True)
 
 
 @checkers_app.callback()
@@ -24,19 +24,14 @@ def _group() -> None:
     """Measure checker quality."""  # a callback keeps `mutate` a sub-command even while it is the only one
 
 
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
-    return typer.Exit(code=1)
-
-
 def _load(name: str) -> tuple[Domain, list[pb.Task]]:
     try:
         domain = load_domain(name)
         tasks = sample_tasks(name)
     except UnknownDomainError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), stderr=True) from None
     if not tasks:
-        raise _fail(f"domain {name!r} has no built-in sample tasks")
+        raise fail(f"domain {name!r} has no built-in sample tasks", stderr=True)
     return domain, tasks
 
 
@@ -92,7 +87,9 @@ def mutate(
     if task_id is not None:
         chosen = [t for t in tasks if t.id == task_id]
         if not chosen:
-            raise _fail(f"no sample task {task_id!r} in domain {domain!r}; tasks: {', '.join(t.id for t in tasks)}")
+            raise fail(
+                f"no sample task {task_id!r} in domain {domain!r}; tasks: {', '.join(t.id for t in tasks)}", stderr=True
+            )
         tasks = chosen
     reports = [score_task(loaded, task, seed=seed) for task in tasks]
     if as_json:

@@ -15,6 +15,7 @@ from rich.table import Table
 from eigenloop import tau2
 from eigenloop.checkers.mutate import Trajectory as Replay
 from eigenloop.checkers.mutate import evaluate_trajectory, gold_trajectory, overall_score, score_task
+from eigenloop.cli.errors import fail
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.data import DataFormatError, read_jsonl, read_tasks, write_jsonl
 from eigenloop.domains import UnknownDomainError, available_domains, load_domain, sample_tasks, tau2_domain
@@ -27,16 +28,11 @@ domains_app = typer.Typer(
 console = Console()
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code=1)
-
-
 def _domain(name: str) -> Domain:
     try:
         return load_domain(name)
     except UnknownDomainError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 @domains_app.command("list")
@@ -80,7 +76,7 @@ def check(
     generate_s = time.perf_counter() - started
     tasks = sample_tasks(name, seed)
     if not tasks:
-        raise _fail(f"domain {name!r} has no built-in sample tasks to check")
+        raise fail(f"domain {name!r} has no built-in sample tasks to check")
     latencies: list[float] = []
     for task in tasks:
         session = EnvSession(d, task=task, seed=seed)
@@ -146,7 +142,7 @@ def import_tau2(
         env = tau2_domain(base, data_dir)
         tasks = tau2.load_tasks(data_dir / "tasks.json", domain, split=split)
     except (UnknownDomainError, tau2.Tau2FormatError, OSError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     rows = []
     for task in tasks:
         gold = evaluate_trajectory(env, task, gold_trajectory(task))
@@ -195,12 +191,12 @@ def export_tau2(
 ) -> None:
     """Write eigenloop tasks (tasks.json) and trajectories (results.json "simulations") in tau2-bench's layout."""
     if tasks_file is None and trajectories_file is None:
-        raise _fail("give --tasks and/or --trajectories")
+        raise fail("give --tasks and/or --trajectories")
     try:
         tasks = read_tasks(tasks_file) if tasks_file else []
         trajectories = read_jsonl(trajectories_file, pb.Trajectory) if trajectories_file else []
     except DataFormatError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if tasks_file:
         tau2.write_tasks(tasks, out / "tasks.json")
         console.print(f"wrote {len(tasks)} tasks to {out / 'tasks.json'}")

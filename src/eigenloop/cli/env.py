@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eigenloop import launcher
+from eigenloop.cli.errors import fail, print_error
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains.base import Side
 from eigenloop.env.remote import ToolEnvClient
@@ -28,13 +29,12 @@ Address = Annotated[
 def _client(address: str | None) -> ToolEnvClient:
     target = address or launcher.addresses("toolenv")
     if not target:
-        console.print("[red]error:[/red] no toolenv running; start one with `eigenloop up` or pass --address")
-        raise typer.Exit(code=1)
+        raise fail("no toolenv running; start one with `eigenloop up` or pass --address")
     return ToolEnvClient(target)
 
 
 def _rpc_failed(exc: grpc.RpcError) -> typer.Exit:
-    console.print(f"[red]error:[/red] toolenv said {exc.code().name}: {exc.details()}")
+    print_error(f"toolenv said {exc.code().name}: {exc.details()}")
     return typer.Exit(code=1)
 
 
@@ -108,12 +108,10 @@ def episode(
     from eigenloop.domains.toy.tasks import sample_tasks
 
     if domain != "toy":
-        console.print(f"[red]error:[/red] built-in sample tasks exist for 'toy' only, not {domain!r}")
-        raise typer.Exit(code=1)
+        raise fail(f"built-in sample tasks exist for 'toy' only, not {domain!r}")
     tasks = [t for t in sample_tasks() if task_id in (None, t.id)]
     if not tasks:
-        console.print(f"[red]error:[/red] no sample task {task_id!r}")
-        raise typer.Exit(code=1)
+        raise fail(f"no sample task {task_id!r}")
     table = Table("task", "tool calls", "reward", "breakdown")
     with _client(address) as client:
         for task in tasks:

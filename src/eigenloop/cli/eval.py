@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eigenloop import launcher
+from eigenloop.cli.errors import fail
 from eigenloop.data import DataFormatError, read_tasks, write_jsonl
 from eigenloop.rollout.episode import EpisodeConfig
 from eigenloop.rollout.evaluation import EvalReport, score_groups
@@ -72,11 +73,9 @@ def eval_command(
     try:
         loaded = read_tasks(tasks)
     except (DataFormatError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from None
+        raise fail(str(exc)) from None
     if not loaded:
-        console.print(f"[red]error:[/red] {tasks} holds no tasks")
-        raise typer.Exit(code=1)
+        raise fail(f"{tasks} holds no tasks")
     if services:
         inference = inference or launcher.addresses("inference")
         toolenv = toolenv or launcher.addresses("toolenv")

@@ -13,6 +13,7 @@ from eigenloop import launcher
 from eigenloop.cli.checkers import checkers_app
 from eigenloop.cli.domains import domains_app
 from eigenloop.cli.env import env_app
+from eigenloop.cli.errors import fail
 from eigenloop.cli.eval import eval_command
 from eigenloop.cli.quickstart import quickstart
 from eigenloop.cli.synth import synth
@@ -31,11 +32,6 @@ app.command()(synth)
 console = Console()
 
 RunDir = Annotated[Path, typer.Option("--run-dir", help="where run.json and service logs live")]
-
-
-def fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code=1)
 
 
 def _parse_replicas(values: list[str]) -> dict[str, int]:

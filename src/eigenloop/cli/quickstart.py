@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from eigenloop.cli.errors import fail
+
 console = Console()
 
 DEFAULT_OUT = Path("quickstart-out")
@@ -117,8 +119,7 @@ def quickstart(
             )
             raise typer.Exit(code=130) from None
         except StageError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(code=1) from None
+            raise fail(str(exc)) from None
     _summary(out)
 
 

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from eigenloop.cli.errors import fail
+
 train_app = typer.Typer(help="Train: agent SFT, user-model SFT, GRPO.", no_args_is_help=True)
 console = Console()
 
@@ -25,8 +27,7 @@ def _run(stage: str, config_path: Path, resume: bool) -> None:
     try:
         from eigenloop.training.config import ConfigError, load_config
     except ImportError as err:  # pragma: no cover - depends on the installed extras
-        console.print(f"[red]error:[/red] training needs the local extra (pip install 'eigenloop[local]'): {err}")
-        raise typer.Exit(code=1) from None
+        raise fail(f"training needs the local extra (pip install 'eigenloop[local]'): {err}") from None
     from eigenloop.data import DataFormatError
     from eigenloop.training.data import EmptyDatasetError
     from eigenloop.training.grpo import run_grpo
@@ -62,8 +63,7 @@ def _run(stage: str, config_path: Path, resume: bool) -> None:
             else:
                 result = run_sft(config, resume=resume, on_step=on_step)
         except (TrainingError, EmptyDatasetError, DataFormatError) as err:
-            console.print(f"[red]error:[/red] {err}")
-            raise typer.Exit(code=1) from None
+            raise fail(str(err)) from None
     console.print(f"done: {result.steps} steps; model: {result.model_dir}; metrics: {config.run_dir / 'metrics.jsonl'}")
 
 

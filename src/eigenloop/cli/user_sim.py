@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from eigenloop import launcher
+from eigenloop.cli.errors import fail, print_error
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import user_sim_pb2 as upb
 from eigenloop.data import DataFormatError, read_tasks
@@ -38,7 +39,7 @@ def export_sft(
 ) -> None:
     """Turn reference dialogues into user-model SFT examples: user turns as targets, the task as system prompt."""
     if sum(x is not None for x in (data, tasks, domain)) != 1:
-        console.print("[red]error:[/red] give exactly one of --data, --tasks, --domain")
+        print_error("give exactly one of --data, --tasks, --domain")
         raise typer.Exit(code=2)
     try:
         if domain is not None:
@@ -46,12 +47,10 @@ def export_sft(
         else:
             loaded = read_tasks(tasks if tasks is not None else default_input(data))  # type: ignore[arg-type]
     except (UnknownDomainError, DataFormatError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from None
+        raise fail(str(exc)) from None
     examples, skipped = sft_examples(loaded)
     if not examples:
-        console.print(f"[red]error:[/red] none of the {len(loaded)} tasks has a reference dialogue to learn from")
-        raise typer.Exit(code=1)
+        raise fail(f"none of the {len(loaded)} tasks has a reference dialogue to learn from")
     target = out or (data / "user_sft.jsonl" if data is not None else Path("user_sft.jsonl"))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
@@ -89,12 +88,10 @@ def replay(
     """Play a task's reference agent turns against the running user_sim and toolenv; show the dialogue and reward."""
     tasks = [t for t in sample_tasks(domain) if task_id in (None, t.id)][: None if task_id else 1]
     if not tasks:
-        console.print(f"[red]error:[/red] no sample task {task_id!r} in domain {domain!r}")
-        raise typer.Exit(code=1)
+        raise fail(f"no sample task {task_id!r} in domain {domain!r}")
     env_address, user_address = toolenv or launcher.addresses("toolenv"), user_sim or launcher.addresses("user_sim")
     if not env_address or not user_address:
-        console.print("[red]error:[/red] toolenv and user_sim must be running: `eigenloop up` (or pass the addresses)")
-        raise typer.Exit(code=1)
+        raise fail("toolenv and user_sim must be running: `eigenloop up` (or pass the addresses)")
     with ToolEnvClient(env_address) as envs, UserSimClient(user_address) as users:
         for task in tasks:
             console.rule(f"{task.id}: {task.description}")
@@ -102,8 +99,7 @@ def replay(
                 with envs.session(task=task) as session, users.conversation(task) as conversation:
                     episode = replay_reference(task, session, conversation, on_message=_show)
             except (grpc.RpcError, ReplicaFailedError) as exc:
-                console.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(code=1) from None
+                raise fail(str(exc)) from None
             assert episode.reward is not None
             last = episode.user_turns[-1]
             stop = upb.StopReason.Name(last.stop_reason).removeprefix("STOP_REASON_").lower() if last.stop else "-"
