@@ -1,6 +1,6 @@
 """How a command reports bad input: one red `error:` line. It is never wrapped at the terminal's width, so a path
 in it stays whole (copyable, and greppable in a test's captured output), and the message is printed as written,
-not read as rich markup ("[Errno 2]" stays)."""
+not read as rich markup (which dropped the `[local]` of "pip install 'eigenloop[local]'")."""
 
 from __future__ import annotations
 
