@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eigenloop import launcher
-from eigenloop.cli.errors import fail, print_error
+from eigenloop.cli.errors import fail
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains.base import Side
 from eigenloop.env.remote import ToolEnvClient
@@ -34,8 +34,7 @@ def _client(address: str | None) -> ToolEnvClient:
 
 
 def _rpc_failed(exc: grpc.RpcError) -> typer.Exit:
-    print_error(f"toolenv said {exc.code().name}: {exc.details()}")
-    return typer.Exit(code=1)
+    return fail(f"toolenv said {exc.code().name}: {exc.details()}")
 
 
 @env_app.command("domains")

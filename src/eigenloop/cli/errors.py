@@ -16,7 +16,7 @@ def print_error(message: str, *, stderr: bool = False) -> None:
     (_stderr if stderr else _stdout).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
 
 
-def fail(message: str, *, stderr: bool = False) -> typer.Exit:
-    """Print `message` as an error; the caller raises the returned exit (status 1)."""
+def fail(message: str, *, code: int = 1, stderr: bool = False) -> typer.Exit:
+    """Print `message` as an error; the caller raises the returned exit (status `code`)."""
     print_error(message, stderr=stderr)
-    return typer.Exit(code=1)
+    return typer.Exit(code=code)

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from eigenloop import launcher
-from eigenloop.cli.errors import print_error
+from eigenloop.cli.errors import fail, print_error
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains import UnknownDomainError, load_domain
 from eigenloop.llm.procedural import ProceduralBackend
@@ -95,8 +95,7 @@ def synth(
         load_domain(domain)
         initial = _initial(domain, prompt_set)
     except (UnknownDomainError, PromptSetError) as exc:
-        print_error(str(exc))
-        raise typer.Exit(code=2) from None
+        raise fail(str(exc), code=2) from None
     config = SynthesisConfig(
         domain=domain,
         rounds=rounds,
@@ -123,8 +122,7 @@ def synth(
         try:
             summaries = run_synthesis(config, generation, validation, out, initial, resume=resume, progress=advance)
         except RunFolderError as exc:
-            print_error(str(exc))
-            raise typer.Exit(code=2) from None
+            raise fail(str(exc), code=2) from None
         except grpc.RpcError as exc:
             print_error(f"a synthesis service failed: {exc.code().name}: {exc.details()}")
             console.print(f"complete rounds are kept in {out}; rerun with --resume")

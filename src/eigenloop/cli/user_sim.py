@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from eigenloop import launcher
-from eigenloop.cli.errors import fail, print_error
+from eigenloop.cli.errors import fail
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.contracts.v1 import user_sim_pb2 as upb
 from eigenloop.data import DataFormatError, read_tasks
@@ -39,8 +39,7 @@ def export_sft(
 ) -> None:
     """Turn reference dialogues into user-model SFT examples: user turns as targets, the task as system prompt."""
     if sum(x is not None for x in (data, tasks, domain)) != 1:
-        print_error("give exactly one of --data, --tasks, --domain")
-        raise typer.Exit(code=2)
+        raise fail("give exactly one of --data, --tasks, --domain", code=2)
     try:
         if domain is not None:
             loaded = sample_tasks(domain)
