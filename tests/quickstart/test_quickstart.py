@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from eigenloop.checkers.diagnose import MISTAKE_KINDS
 from eigenloop.checkers.evaluate import passed
 from eigenloop.cli.main import app
 from eigenloop.contracts.v1 import common_pb2 as pb
@@ -78,6 +79,11 @@ def test_report_table_is_the_metrics_files(fast_run: Path) -> None:
     for label, count in results["sft"]["sampled_failures"].items():
         row = re.search(rf"^\| {re.escape(label)} \| (\d+) \| (\d+) \| (\d+) \|", report, re.M)
         assert row is not None and int(row.group(3)) == count, label
+    # the kinds of mistake sort the same episodes: each column adds up to its failures
+    table = report[report.index("| kind of mistake |") :].split("\n\n")[0]
+    kinds = re.findall(rf"^\| ({'|'.join(MISTAKE_KINDS)}) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|", table, re.M)
+    columns = [results[model][f"{mode}_failures"] for mode in ("greedy", "sampled") for model in ("sft", "grpo")]
+    assert [sum(int(k[i + 1]) for k in kinds) for i in range(4)] == [sum(c.values()) for c in columns]
     grpo_lines = (fast_run / "grpo" / "metrics.jsonl").read_text().splitlines()
     assert len(grpo_lines) == config.grpo.steps
     assert finished_stages(fast_run)["grpo"].summary["steps"] == config.grpo.steps

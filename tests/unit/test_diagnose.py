@@ -1,7 +1,8 @@
 """failure_kind: each way an episode can depart from its task gets its label (toy built-in tasks, episodes by hand);
 fuzzed: any order of turns, calls without results and results naming no call or another, arguments that are not
 JSON objects, every error kind, any reward breakdown: a label for every failed episode, None for every passed one,
-nothing raises."""
+nothing raises. mistake_kind: every label sorted by the tool's schema (toy, retail and airline), labels naming a
+tool or argument the domain lacks."""
 
 from __future__ import annotations
 
@@ -11,8 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eigenloop.checkers.diagnose import MALFORMED, count_failures, failure_kind
+from eigenloop.checkers.diagnose import (
+    MALFORMED,
+    NOT_SAID,
+    OTHER,
+    WRONG_CHOICE,
+    WRONG_VALUE,
+    count_failures,
+    failure_kind,
+    mistake_kind,
+)
 from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.domains import load_domain
 from eigenloop.domains.toy.tasks import sample_tasks
 from eigenloop.protocol import text_message
 
@@ -211,3 +222,27 @@ def test_any_episode_gets_a_label_or_none_and_nothing_raises(
     label = failure_kind(task, trajectory)
     assert (label is None) == (reward >= 1.0)
     assert label is None or label.strip()
+
+
+@pytest.mark.parametrize(
+    ("domain", "label", "kind"),
+    [
+        ("toy", "cancel_order: wrong reason", WRONG_CHOICE),  # reason is an enum
+        ("toy", "update_address: wrong address", WRONG_VALUE),
+        ("toy", "get_order: wrong order_id", WRONG_VALUE),
+        ("toy", "cancel_order: forbidden", WRONG_CHOICE),
+        ("toy", "update_address: not called", WRONG_CHOICE),
+        ("toy", "not said: delivered", NOT_SAID),
+        ("toy", MALFORMED, MALFORMED),
+        ("toy", "cancel_order: tool failed", OTHER),
+        ("toy", "other: checker error", OTHER),
+        ("toy", "book_flight: wrong cabin", OTHER),  # no such toy tool
+        ("toy", "cancel_order: wrong colour", WRONG_VALUE),  # no such argument: nothing says it is a choice
+        ("airline", "book_reservation: wrong cabin", WRONG_CHOICE),
+        ("airline", "book_reservation: wrong user_id", WRONG_VALUE),
+        ("retail", "cancel_pending_order: wrong reason", WRONG_CHOICE),
+        ("retail", "cancel_pending_order: wrong order_id", WRONG_VALUE),
+    ],
+)
+def test_mistake_kinds_follow_the_tool_schema(domain: str, label: str, kind: str) -> None:
+    assert mistake_kind(load_domain(domain), label) == kind

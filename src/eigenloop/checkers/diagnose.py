@@ -18,20 +18,30 @@ the episode):
 
 Labels name tools, argument keys and fixed words, never ids or amounts, so episodes of different entities count
 together.
+
+`mistake_kind` sorts labels by the kind of mistake: a wrong value (a free-form argument: an id, an address, an
+amount, which the agent must carry over from the dialogue or compute) or a wrong choice (an argument from a fixed
+set of options, a forbidden call, a gold call never made). The difference matters for RL: reward can only
+reinforce what the policy sometimes samples, and a policy samples each of a few options far more often than a
+value it has not learned to carry over.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from eigenloop.checkers.evaluate import action_matches, passed, unsaid
 from eigenloop.contracts.v1 import common_pb2 as pb
-from eigenloop.domains.base import Side
+from eigenloop.domains.base import Domain, Side
 from eigenloop.protocol import arguments_of, side_from_pb
 
 MALFORMED = "malformed tool call"
+WRONG_VALUE, WRONG_CHOICE, NOT_SAID, OTHER = "wrong value", "wrong choice", "not said", "other"
+MISTAKE_KINDS = (WRONG_VALUE, WRONG_CHOICE, NOT_SAID, MALFORMED, OTHER)
+_WRONG_ARGUMENT = re.compile(r"(?P<tool>\S+): wrong (?P<argument>\S+)")
 
 
 def failure_kind(task: pb.Task, trajectory: pb.Trajectory) -> str | None:
@@ -56,6 +66,23 @@ def failure_kind(task: pb.Task, trajectory: pb.Trajectory) -> str | None:
                 return "not said: " + ", ".join(_word(info) for info in missing)
             return "other: " + pb.RewardComponent.Name(entry.component).removeprefix("REWARD_COMPONENT_").lower()
     return "other: no reward"
+
+
+def mistake_kind(domain: Domain, label: str) -> str:
+    """The kind of mistake (one of MISTAKE_KINDS) a `failure_kind` label of a task of `domain` names. An argument
+    is a choice when the tool's schema lists its values (an enum); else it is a value."""
+    if label == MALFORMED:
+        return MALFORMED
+    if label.startswith("not said: "):
+        return NOT_SAID
+    if label.endswith((": forbidden", ": not called")):
+        return WRONG_CHOICE
+    wrong = _WRONG_ARGUMENT.fullmatch(label)
+    tool = domain.tool(wrong["tool"]) if wrong else None
+    if wrong is None or tool is None:
+        return OTHER
+    schema = tool.json_schema.get("properties", {}).get(wrong["argument"], {})
+    return WRONG_CHOICE if "enum" in schema else WRONG_VALUE
 
 
 def count_failures(pairs: Iterable[tuple[pb.Task, pb.Trajectory]]) -> dict[str, int]:

@@ -11,7 +11,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from eigenloop.checkers.diagnose import MISTAKE_KINDS, mistake_kind
 from eigenloop.data import read_tasks
+from eigenloop.domains import load_domain
 from eigenloop.quickstart.config import QuickstartConfig
 from eigenloop.quickstart.evaluate import goal_of
 from eigenloop.quickstart.pipeline import STAGE_NAMES
@@ -93,22 +95,59 @@ def _by_goal(results: dict[str, Any]) -> str:
     return markdown_table(["task type", "SFT greedy pass@1 (%)", "GRPO greedy pass@1 (%)"], rows, digits=1)
 
 
-def _failures(results: dict[str, Any]) -> str:
-    """Failed held-out episodes by how they failed, SFT and GRPO side by side; a run evaluated before the breakdown
-    existed says it has none."""
+FailureCounts = dict[tuple[str, str], dict[str, int]]
+
+
+def _failure_counts(results: dict[str, Any]) -> FailureCounts | None:
+    """Failed held-out episodes by label for (model, mode) SFT and GRPO, greedy and sampled; None for a run
+    evaluated before the breakdown existed."""
     columns = [(model, mode) for mode in ("greedy", "sampled") for model in ("sft", "grpo")]
     counts = {c: results[c[0]].get(f"{c[1]}_failures") for c in columns}
-    if any(v is None for v in counts.values()):
+    return None if any(v is None for v in counts.values()) else counts
+
+
+def _header(first: str, counts: FailureCounts) -> list[str]:
+    return [first, *(f"{model.upper()} {mode}" for model, mode in counts)]
+
+
+def _failures(counts: FailureCounts | None) -> str:
+    if counts is None:
         return "This run's evaluation recorded no failure breakdown."
     labels = sorted(
         {label for v in counts.values() for label in v}, key=lambda x: (-sum(v.get(x, 0) for v in counts.values()), x)
     )
-    rows = [[label, *(counts[c].get(label, 0) for c in columns)] for label in labels]
-    header = ["how it failed", *(f"{model.upper()} {mode}" for model, mode in columns)]
+    rows: list[list[Cell]] = [[label, *(column.get(label, 0) for column in counts.values())] for label in labels]
     return (
         "How the failed held-out episodes failed (episodes; `eigenloop.checkers.diagnose`: the first place each "
         "departs from its task's gold actions, e.g. `cancel_order: wrong reason` is a cancellation with the wrong "
-        "reason, `malformed tool call` a call nobody could parse):\n\n" + markdown_table(header, rows)
+        "reason, `malformed tool call` a call nobody could parse):\n\n"
+        + markdown_table(_header("how it failed", counts), rows)
+    )
+
+
+def _mistakes(domain: str, counts: FailureCounts | None) -> str:
+    """The failures by kind of mistake (`mistake_kind`), and which kind the SFT model's greedy failures are most."""
+    if counts is None:
+        return ""
+    known = load_domain(domain)
+    kinds = {column: Counter[str]() for column in counts}
+    for column, labels in counts.items():
+        for label, n in labels.items():
+            kinds[column][mistake_kind(known, label)] += n
+    rows: list[list[Cell]] = [
+        [kind, *(kinds[c][kind] for c in counts)] for kind in MISTAKE_KINDS if any(k[kind] for k in kinds.values())
+    ]
+    sft = kinds[("sft", "greedy")]
+    most = ""
+    if sft:
+        kind, n = sft.most_common(1)[0]
+        most = f" The most common among the SFT model's {sum(sft.values())} failed greedy episodes: {kind} ({n})."
+    return (
+        "The same episodes by kind of mistake. A wrong value is a free-form argument (an id, an address) the agent "
+        "must carry over from the dialogue: a skill, which it learns by imitating more of it. A wrong choice is an "
+        "argument from a fixed set of options, a forbidden call or a call never made: a decision, which GRPO can "
+        f"learn from reward where the policy sometimes samples the right option.{most}\n\n"
+        + markdown_table(_header("kind of mistake", counts), rows)
     )
 
 
@@ -134,6 +173,7 @@ def write_quickstart_report(config: QuickstartConfig, out: Path) -> tuple[Path, 
     synth_out = out / "synth"
     rounds = [json.loads((round_dir(synth_out, r) / "summary.json").read_text()) for r in complete_rounds(synth_out)]
     results = json.loads((out / "eval" / "results.json").read_text())
+    failures = _failure_counts(results)
     sft_summary, grpo_summary = stages["sft"].summary, stages["grpo"].summary
     examples = int(sft_summary["examples"])
     epochs = config.sft.steps * config.sft.batch_size / max(examples, 1)
@@ -173,7 +213,8 @@ def write_quickstart_report(config: QuickstartConfig, out: Path) -> tuple[Path, 
             _coverage(out),
             "Greedy pass@1 by task type (held-out):",
             _by_goal(results),
-            _failures(results),
+            _failures(failures),
+            _mistakes(config.domain, failures),
             "## Synthesis",
             f"{config.synth.rounds} rounds x {config.synth.per_round} candidates with the offline procedural "
             "backend (labelled `procedural` in every task's provenance). Round 1 uses the naive initial prompts; "
