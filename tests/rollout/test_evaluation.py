@@ -2,7 +2,7 @@
 
 Tried: hand-made groups (a task solved 2 of 4 times: pass@1 0.5, pass^2 1/6, pass^4 0; infra-failed and
 simulator-invalid samples left out, a task with too few scored samples counted short; per-domain and overall;
-failed scored samples counted by how they failed);
+failed scored samples counted by how they failed and by kind of mistake, each by its own domain's schemas);
 k < 1; `eigenloop eval` with the tiny model in process (table, eval.json, trajectories.jsonl readable back as
 Trajectory records with tokens and masks, tau2 simulations), and a tasks file that does not exist.
 """
@@ -19,6 +19,7 @@ from eigenloop.cli.main import app
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.data import read_jsonl, write_jsonl
 from eigenloop.domains import sample_tasks
+from eigenloop.protocol import assistant_calls, tool_call, tool_message
 from eigenloop.rollout.evaluation import score_groups
 from eigenloop.rollout.manager import Group
 
@@ -56,6 +57,7 @@ def test_pass_at_1_and_pass_hat_k() -> None:
     assert report.overall.tasks == 3 and report.overall.episodes == 12
     # failures counted over scored samples only: retail's two, not airline's simulator-invalid one
     assert retail.failures == {"other: no reward": 2} and airline.failures == {}
+    assert retail.mistakes == report.overall.mistakes == {"other": 2} and airline.mistakes == {}
 
     four = score_groups(groups, 4)
     assert next(d for d in four.domains if d.domain == "retail").pass_hat_k == pytest.approx(0.5)
@@ -84,8 +86,8 @@ def test_eval_command_in_process(tiny_model_dir: Path, tmp_path: Path) -> None:
         assert t.tokens.token_ids and len(t.tokens.policy_mask) == len(t.tokens.token_ids)
         assert t.reward.breakdown
     failed = sum(t.reward.value < 1 for t in trajectories if t.status in (OK, TRUNC))  # the scored ones
-    assert sum(report["overall"]["failures"].values()) == failed
-    assert failed == 0 or "how episodes failed" in result.output
+    assert sum(report["overall"]["failures"].values()) == sum(report["overall"]["mistakes"].values()) == failed
+    assert failed == 0 or ("how episodes failed" in result.output and "kinds of mistake" in result.output)
     simulations = json.loads((out / "tau2_simulations.json").read_text())["simulations"]
     assert {s["task_id"] for s in simulations} == {t.id for t in sample_tasks("toy")[:2]}
 
@@ -94,3 +96,29 @@ def test_eval_command_reports_a_missing_tasks_file(tiny_model_dir: Path, tmp_pat
     result = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_dir), "--tasks", str(tmp_path / "no.jsonl")])
     assert result.exit_code == 1
     assert "no such file" in result.output
+
+
+def test_failed_episodes_are_counted_by_kind_of_mistake() -> None:
+    """A wrong reason is a wrong choice (toy's reason is an enum), a wrong address a wrong value."""
+    toy = {t.id: t for t in sample_tasks("toy")}
+    cancel, move = toy["toy-cancel-pending"], toy["toy-update-address"]
+
+    def failed(task: pb.Task, call: str, arguments: dict[str, str]) -> Group:
+        """One episode making the task's gold calls, `call` with `arguments` instead."""
+        calls = [c for c in task.checker.gold_actions if c.name != call] + [tool_call(call, arguments)]
+        messages = []
+        for c in calls:
+            made = tool_call(c.name, json.loads(c.arguments_json), call_id="call_0")
+            messages += [assistant_calls(made), tool_message(pb.ToolResult(call_id="call_0"))]
+        trajectory = pb.Trajectory(task_id=task.id, domain="toy", status=OK, messages=messages)
+        return Group(task, f"{task.id}#0", [trajectory])
+
+    order = json.loads(cancel.checker.gold_actions[-1].arguments_json)["order_id"]
+    user = json.loads(move.checker.gold_actions[-1].arguments_json)["user_id"]
+    groups = [
+        failed(cancel, "cancel_order", {"order_id": order, "reason": "found_cheaper"}),
+        failed(move, "update_address", {"user_id": user, "address": "1 Nowhere Lane"}),
+    ]
+    report = score_groups(groups, 1)
+    assert report.overall.failures == {"cancel_order: wrong reason": 1, "update_address: wrong address": 1}
+    assert report.overall.mistakes == {"wrong value": 1, "wrong choice": 1}

@@ -85,6 +85,14 @@ def mistake_kind(domain: Domain, label: str) -> str:
     return WRONG_CHOICE if "enum" in schema else WRONG_VALUE
 
 
+def count_mistakes(domain: Domain, failures: dict[str, int]) -> dict[str, int]:
+    """`count_failures`'s counts for tasks of `domain` summed by `mistake_kind`, in MISTAKE_KINDS order."""
+    kinds: Counter[str] = Counter()
+    for label, n in failures.items():
+        kinds[mistake_kind(domain, label)] += n
+    return {kind: kinds[kind] for kind in MISTAKE_KINDS if kinds[kind]}
+
+
 def count_failures(pairs: Iterable[tuple[pb.Task, pb.Trajectory]]) -> dict[str, int]:
     """How many episodes failed in each way, most frequent first (infrastructure-failed ones are not scored)."""
     counts: Counter[str] = Counter()

@@ -104,6 +104,7 @@ def eval_command(
         console.print(
             "how episodes failed: " + ", ".join(f"{label} {n}" for label, n in report.overall.failures.items())
         )
+        console.print("kinds of mistake: " + ", ".join(f"{kind} {n}" for kind, n in report.overall.mistakes.items()))
     console.print(
         f"{stats.episodes} episodes, {stats.failed_attempts} failed attempts retried, {stats.dropped} dropped, "
         f"{stats.format_errors} malformed tool calls; written to {out}/"

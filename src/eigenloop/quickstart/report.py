@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from eigenloop.checkers.diagnose import MISTAKE_KINDS, mistake_kind
+from eigenloop.checkers.diagnose import MISTAKE_KINDS, count_mistakes
 from eigenloop.data import read_tasks
 from eigenloop.domains import load_domain
 from eigenloop.quickstart.config import QuickstartConfig
@@ -130,18 +130,19 @@ def _mistakes(domain: str, counts: FailureCounts | None) -> str:
     if counts is None:
         return ""
     known = load_domain(domain)
-    kinds = {column: Counter[str]() for column in counts}
-    for column, labels in counts.items():
-        for label, n in labels.items():
-            kinds[column][mistake_kind(known, label)] += n
+    kinds = {column: count_mistakes(known, labels) for column, labels in counts.items()}
     rows: list[list[Cell]] = [
-        [kind, *(kinds[c][kind] for c in counts)] for kind in MISTAKE_KINDS if any(k[kind] for k in kinds.values())
+        [kind, *(k.get(kind, 0) for k in kinds.values())]
+        for kind in MISTAKE_KINDS
+        if any(kind in k for k in kinds.values())
     ]
     sft = kinds[("sft", "greedy")]
     most = ""
     if sft:
-        kind, n = sft.most_common(1)[0]
-        most = f" The most common among the SFT model's {sum(sft.values())} failed greedy episodes: {kind} ({n})."
+        kind = max(sft, key=sft.__getitem__)
+        most = (
+            f" The most common among the SFT model's {sum(sft.values())} failed greedy episodes: {kind} ({sft[kind]})."
+        )
     return (
         "The same episodes by kind of mistake. A wrong value is a free-form argument (an id, an address) the agent "
         "must carry over from the dialogue: a skill, which it learns by imitating more of it. A wrong choice is an "

@@ -4,7 +4,7 @@ A sample succeeds when its reward is 1. pass@1 is the mean success rate over tas
 C(c, k) / C(n, k) for c successes among n scored samples (with n = k: all k succeed), averaged over tasks.
 Only scored samples count (COMPLETED, TRUNCATED): infrastructure failures and simulator-invalid episodes are
 reported, never scored as failures. A task with fewer than k scored samples has no pass^k (counted as short).
-Failed scored samples are counted by how they failed (eigenloop.checkers.diagnose).
+Failed scored samples are counted by how they failed and by kind of mistake (eigenloop.checkers.diagnose).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from math import comb
 
 from pydantic import BaseModel
 
-from eigenloop.checkers.diagnose import count_failures
+from eigenloop.checkers.diagnose import count_failures, count_mistakes
 from eigenloop.checkers.evaluate import passed
 from eigenloop.contracts.v1 import common_pb2 as pb
+from eigenloop.domains import load_domain
 from eigenloop.rollout.manager import Group
 
 
@@ -37,6 +38,8 @@ class DomainScore(BaseModel):
     format_errors: int
     failures: dict[str, int]
     """Failed scored episodes by where they first departed from their task (eigenloop.checkers.diagnose)."""
+    mistakes: dict[str, int]
+    """The same episodes by kind of mistake: wrong value, wrong choice, ... (diagnose.mistake_kind)."""
 
 
 class EvalReport(BaseModel):
@@ -77,8 +80,25 @@ def _score(domain: str, groups: list[Group], k: int) -> DomainScore:
         simulator_invalid=statuses[pb.EPISODE_STATUS_SIMULATOR_INVALID],
         short_tasks=short,
         format_errors=format_errors,
-        failures=count_failures((g.task, t) for g in groups for t in g.scored),
+        failures=_failures(groups),
+        mistakes=_mistakes(groups),
     )
+
+
+def _failures(groups: Iterable[Group]) -> dict[str, int]:
+    return count_failures((g.task, t) for g in groups for t in g.scored)
+
+
+def _mistakes(groups: list[Group]) -> dict[str, int]:
+    """By kind of mistake, each task's failures judged by its own domain's tool schemas."""
+    by_domain: dict[str, list[Group]] = defaultdict(list)
+    for group in groups:
+        by_domain[group.task.domain].append(group)
+    total: dict[str, int] = defaultdict(int)
+    for name, own in by_domain.items():
+        for kind, n in count_mistakes(load_domain(name), _failures(own)).items():
+            total[kind] += n
+    return dict(total)
 
 
 def score_groups(groups: Iterable[Group], k: int) -> EvalReport:
