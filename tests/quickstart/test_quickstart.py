@@ -84,6 +84,15 @@ def test_report_table_is_the_metrics_files(fast_run: Path) -> None:
     kinds = re.findall(rf"^\| ({'|'.join(MISTAKE_KINDS)}) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|", table, re.M)
     columns = [results[model][f"{mode}_failures"] for mode in ("greedy", "sampled") for model in ("sft", "grpo")]
     assert [sum(int(k[i + 1]) for k in kinds) for i in range(4)] == [sum(c.values()) for c in columns]
+    # the most a perfect repair of the SFT model's wrong choices could add, from the same table
+    choices = next(((int(k[1]), int(k[3])) for k in kinds if k[0] == "wrong choice"), (0, 0))
+    room = re.search(r"would raise pass@1 by ([\d.]+) points greedy and ([\d.]+) sampled", report)
+    assert (room is not None) == bool(results["sft"]["greedy_failures"])
+    if room is not None:
+        episodes = len(heldout), len(heldout) * config.eval.samples
+        assert [float(x) for x in room.groups()] == [
+            round(100 * c / n, 1) for c, n in zip(choices, episodes, strict=True)
+        ]
     grpo_lines = (fast_run / "grpo" / "metrics.jsonl").read_text().splitlines()
     assert len(grpo_lines) == config.grpo.steps
     assert finished_stages(fast_run)["grpo"].summary["steps"] == config.grpo.steps
