@@ -9,13 +9,13 @@ Failed scored samples are counted by how they failed and by kind of mistake (eig
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from math import comb
 
 from pydantic import BaseModel
 
-from eigenloop.checkers.diagnose import count_failures, count_mistakes
+from eigenloop.checkers.diagnose import MISTAKE_KINDS, count_failures, count_mistakes
 from eigenloop.checkers.evaluate import passed
 from eigenloop.contracts.v1 import common_pb2 as pb
 from eigenloop.domains import load_domain
@@ -49,6 +49,7 @@ class EvalReport(BaseModel):
 
 
 def _score(domain: str, groups: list[Group], k: int) -> DomainScore:
+    failures, mistakes = _diagnoses(groups)
     statuses: dict[int, int] = defaultdict(int)
     pass1: list[float] = []
     passk: list[float] = []
@@ -80,25 +81,24 @@ def _score(domain: str, groups: list[Group], k: int) -> DomainScore:
         simulator_invalid=statuses[pb.EPISODE_STATUS_SIMULATOR_INVALID],
         short_tasks=short,
         format_errors=format_errors,
-        failures=_failures(groups),
-        mistakes=_mistakes(groups),
+        failures=failures,
+        mistakes=mistakes,
     )
 
 
-def _failures(groups: Iterable[Group]) -> dict[str, int]:
-    return count_failures((g.task, t) for g in groups for t in g.scored)
-
-
-def _mistakes(groups: list[Group]) -> dict[str, int]:
-    """By kind of mistake, each task's failures judged by its own domain's tool schemas."""
+def _diagnoses(groups: list[Group]) -> tuple[dict[str, int], dict[str, int]]:
+    """The failed scored episodes by how they failed (most frequent first) and by kind of mistake, each task's
+    failures judged once, by its own domain's tool schemas."""
     by_domain: dict[str, list[Group]] = defaultdict(list)
     for group in groups:
         by_domain[group.task.domain].append(group)
-    total: dict[str, int] = defaultdict(int)
+    failures: Counter[str] = Counter()
+    mistakes: Counter[str] = Counter()
     for name, own in by_domain.items():
-        for kind, n in count_mistakes(load_domain(name), _failures(own)).items():
-            total[kind] += n
-    return dict(total)
+        counts = count_failures((g.task, t) for g in own for t in g.scored)
+        failures.update(counts)
+        mistakes.update(count_mistakes(load_domain(name), counts))
+    return dict(failures.most_common()), {kind: mistakes[kind] for kind in MISTAKE_KINDS if mistakes[kind]}
 
 
 def score_groups(groups: Iterable[Group], k: int) -> EvalReport:
